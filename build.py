@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Build a quantized AMC model for an FPGA board: python build.py --model M --board B.
+
+Runs the steps of flows.steps.DEFAULT_FLOW, writing every checkpoint under --out
+(default build/<model>_<board>/). Use ./run to get the project's environment first:
+    ./run python build.py --model bacalhaunet --board pynq-z2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from flows.steps import DEFAULT_FLOW
+    from hw.boards import BOARDS
+    from models.registry import load_zoo
+
+    models = load_zoo()
+    parser = argparse.ArgumentParser(
+        prog="build.py", description="Build a quantized AMC model for an FPGA board.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="models:\n" + "\n".join(f"  {m.name:<22} {m.description}"
+                                       for m in sorted(models.values(), key=lambda m: m.name))
+        + "\nboards:\n" + "\n".join(f"  {b.name:<22} {b.description} ({b.fpga_part})"
+                                    for b in BOARDS.values()))
+    parser.add_argument("--model", required=True, choices=sorted(models), metavar="MODEL",
+                        help="zoo model (listed below)")
+    parser.add_argument("--board", required=True, choices=list(BOARDS), metavar="BOARD",
+                        help="target board (listed below)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default: build/<model>_<board>/)")
+    parser.add_argument("--bits", type=int, default=None, metavar="W",
+                        help="weight and activation bit width (default: the model's own)")
+    parser.add_argument("--weights", type=Path, default=None, metavar="CKPT",
+                        help="checkpoint to load (default: the model's shipped checkpoint)")
+    parser.add_argument("--data", type=Path, default=None, metavar="FILE",
+                        help="RadioML-layout file for verification frames (default: synthetic)")
+    parser.add_argument("--verify-frames", type=int, default=96, metavar="N",
+                        help="frames every stage is verified on (default: 96)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for synthetic data (default 0)")
+    parser.add_argument("--from", dest="from_step", choices=DEFAULT_FLOW, default=None,
+                        metavar="STEP", help=f"resume at STEP ({', '.join(DEFAULT_FLOW)})")
+    parser.add_argument("--until", dest="until_step", choices=DEFAULT_FLOW, default=None,
+                        metavar="STEP", help="stop after STEP")
+    args = parser.parse_args(argv)
+    if args.bits is not None and not 1 <= args.bits <= 16:
+        parser.error(f"--bits {args.bits}: expected an integer from 1 to 16")
+    if args.verify_frames < 1:
+        parser.error(f"--verify-frames {args.verify_frames}: expected at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flows.config import BuildConfig
+    from flows.errors import ToolchainError
+    from flows.runner import console, run_flow
+    from flows.steps import DEFAULT_FLOW
+
+    args = parse_args(argv)
+    cfg = BuildConfig(
+        model=args.model, board=args.board,
+        out_dir=args.out if args.out is not None else Path("build") / f"{args.model}_{args.board}",
+        bits=args.bits, weights=args.weights, data=args.data,
+        verify_frames=args.verify_frames, seed=args.seed,
+        from_step=args.from_step, until_step=args.until_step)
+    try:
+        run_flow(cfg)
+    except ToolchainError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted; finished steps keep their checkpoints.")
+        return 130
+    last = cfg.until_step or DEFAULT_FLOW[-1]
+    if last == DEFAULT_FLOW[-1]:
+        console.print(
+            f"Done: {cfg.out_dir}. This version of the toolchain ends at '{last}' (golden "
+            "model outputs); QONNX export, cost report, FINN streamlining, HW layers, folding "
+            "and estimates are the next steps to come.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The build configuration: one typed record, saved with every build.
+
+`build.py` fills it from the command line; `OUT/build_config.json` holds the copy a build ran
+with, and `BuildConfig.load` reads such a file back (unknown keys are an error, so a misspelt
+option never vanishes silently).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mashumaro import DataClassDictMixin
+from mashumaro.config import BaseConfig
+from mashumaro.exceptions import ExtraKeysError, InvalidFieldValue, MissingField
+
+from flows.errors import ToolchainError
+
+
+@dataclass
+class BuildConfig(DataClassDictMixin):
+    model: str  # zoo model name (models.registry)
+    board: str  # board name (hw.boards)
+    out_dir: Path  # where every artifact of this build goes
+    bits: int | None = None  # weight and activation bit width override; None: model default
+    weights: Path | None = None  # checkpoint to load; None: the model's shipped checkpoint
+    data: Path | None = None  # RadioML-layout file for verification; None: synthetic frames
+    verify_frames: int = 96  # frames the golden model and every stage are compared on
+    seed: int = 0  # seed for synthetic data and anything else random in the build
+    from_step: str | None = None  # resume: first step to run (earlier checkpoints are reused)
+    until_step: str | None = None  # stop after this step
+
+    class Config(BaseConfig):
+        forbid_extra_keys = True
+
+    # Derived values: never stored, always computed from the fields above.
+    @property
+    def board_record(self):
+        from hw.boards import get_board
+
+        return get_board(self.board)
+
+    @property
+    def fpga_part(self) -> str:
+        return self.board_record.fpga_part
+
+    @property
+    def model_spec(self):
+        from models.registry import get_model_spec
+
+        return get_model_spec(self.model)
+
+    @property
+    def weight_bits(self) -> int:
+        return self.bits if self.bits is not None else self.model_spec.default_bits
+
+    @property
+    def act_bits(self) -> int:
+        return self.weight_bits
+
+    @property
+    def intermediate_dir(self) -> Path:
+        return self.out_dir / "intermediate"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.out_dir / "report"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.out_dir / "data"
+
+    def save(self, path: Path) -> None:
+        from flows.fileio import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "BuildConfig":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ToolchainError(f"{path}: cannot read the build configuration ({exc}); "
+                                 "expected a JSON file written by build.py.") from None
+        try:
+            return cls.from_dict(raw)
+        except (ExtraKeysError, InvalidFieldValue, MissingField) as exc:
+            raise ToolchainError(f"{path}: invalid build configuration: {exc}. Fields are: "
+                                 f"{', '.join(cls.__dataclass_fields__)}.") from None

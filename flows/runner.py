@@ -1,0 +1,85 @@
+"""Run a flow: the steps between --from and --until, each leaving its checkpoint and time."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from flows.config import BuildConfig
+from flows.errors import ToolchainError
+from flows.fileio import atomic_write_text
+from flows.steps import DEFAULT_FLOW, get_step
+
+console = Console(stderr=True)
+
+# Fields that must agree between a build directory and a run that resumes in it.
+_RESUME_FIELDS = ("model", "board", "bits", "weights", "data", "verify_frames", "seed")
+
+
+def checkpoint_path(cfg: BuildConfig, index: int, name: str) -> Path:
+    return cfg.intermediate_dir / f"{index:02d}_{name}{get_step(name).checkpoint.suffix}"
+
+
+def _check_resumable(cfg: BuildConfig) -> None:
+    saved = cfg.out_dir / "build_config.json"
+    if not saved.exists():
+        raise ToolchainError(f"--from {cfg.from_step}: {cfg.out_dir} holds no earlier build "
+                             "(no build_config.json). Run without --from first.")
+    old = BuildConfig.load(saved)
+    for field in _RESUME_FIELDS:
+        if getattr(old, field) != getattr(cfg, field):
+            raise ToolchainError(
+                f"--from {cfg.from_step}: {cfg.out_dir} was built with {field}="
+                f"{getattr(old, field)!r}, this run asks for {getattr(cfg, field)!r}. "
+                "Resume with the same options, or build into another --out.")
+
+
+def run_flow(cfg: BuildConfig, flow: tuple[str, ...] = DEFAULT_FLOW) -> Any:
+    """Run `flow` from cfg.from_step to cfg.until_step; return the last step's output."""
+    names = list(flow)
+    start = names.index(cfg.from_step) if cfg.from_step else 0
+    stop = names.index(cfg.until_step) if cfg.until_step else len(names) - 1
+    if start > stop:
+        raise ToolchainError(f"--from {cfg.from_step} comes after --until {cfg.until_step}; "
+                             f"the step order is: {' -> '.join(names)}.")
+    model = None
+    if start > 0:
+        _check_resumable(cfg)
+        prev = checkpoint_path(cfg, start - 1, names[start - 1])
+        if not prev.exists():
+            raise ToolchainError(f"--from {cfg.from_step} needs the checkpoint of the step "
+                                 f"before it, {prev}, which does not exist. Run with "
+                                 f"--until {names[start - 1]} first.")
+        model = get_step(names[start - 1]).checkpoint.load(prev, cfg)
+
+    for d in (cfg.out_dir, cfg.intermediate_dir, cfg.report_dir, cfg.data_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    cfg.save(cfg.out_dir / "build_config.json")
+
+    log_path = cfg.report_dir / "steps.json"
+    records = {r["step"]: r for r in json.loads(log_path.read_text())} if log_path.exists() else {}
+    for index in range(start, stop + 1):
+        step = get_step(names[index])
+        console.print(f"[bold][{index:02d}][/bold] {step.name}: {step.summary}")
+        t0 = time.perf_counter()
+        model = step.func(model, cfg)
+        seconds = time.perf_counter() - t0
+        path = checkpoint_path(cfg, index, step.name)
+        step.checkpoint.save(model, path, cfg)
+        records[step.name] = {"step": step.name, "index": index, "seconds": round(seconds, 3),
+                              "checkpoint": str(path.relative_to(cfg.out_dir))}
+        ordered = sorted(records.values(), key=lambda r: r["index"])
+        atomic_write_text(log_path, json.dumps(ordered, indent=2) + "\n")
+
+    table = Table(title=f"build {cfg.model} for {cfg.board}: {cfg.out_dir}")
+    for col in ("#", "step", "seconds", "checkpoint"):
+        table.add_column(col)
+    for r in sorted(records.values(), key=lambda r: r["index"]):
+        table.add_row(f"{r['index']:02d}", r["step"], f"{r['seconds']:.2f}", r["checkpoint"])
+    console.print(table)
+    return model

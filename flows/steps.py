@@ -1,0 +1,141 @@
+"""Build steps and the registry that names them.
+
+A step is `step_<verb>(model, cfg) -> model`: it takes what the previous step produced and
+returns what the next one needs. `@build_step` registers it under a name, with the kind of
+checkpoint it leaves (`intermediate/NN_<name>.<ext>`), so that `--from` can resume from any
+step and a person can open every stage. Presets are tuples of step names that build on each
+other; `build.py` runs `DEFAULT_FLOW`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from flows.config import BuildConfig
+from flows.errors import ToolchainError
+from flows.fileio import atomic_path, atomic_write_text
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How a step's output is written to and read back from `intermediate/`."""
+
+    suffix: str
+    save: Callable[[Any, Path, BuildConfig], None]
+    load: Callable[[Path, BuildConfig], Any]
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    func: Callable[[Any, BuildConfig], Any]
+    checkpoint: Checkpoint
+
+    @property
+    def summary(self) -> str:
+        return (self.func.__doc__ or "").strip().splitlines()[0]
+
+
+_STEPS: dict[str, Step] = {}
+
+
+def build_step(name: str, checkpoint: Checkpoint) -> Callable:
+    """Decorator: register a step function under `name`."""
+
+    def wrap(func: Callable) -> Callable:
+        if name in _STEPS:
+            raise ValueError(f"build step {name!r} registered twice")
+        _STEPS[name] = Step(name, func, checkpoint)
+        return func
+
+    return wrap
+
+
+def get_step(name: str) -> Step:
+    return _STEPS[name]
+
+
+# --- checkpoint kinds -------------------------------------------------------------------------
+
+def _save_json(obj: Any, path: Path, cfg: BuildConfig) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _load_json(path: Path, cfg: BuildConfig) -> Any:
+    return json.loads(path.read_text())
+
+
+def _save_torch(model, path: Path, cfg: BuildConfig) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save({"model": cfg.model, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
+                    "state_dict": model.state_dict()}, tmp)
+
+
+def _load_torch(path: Path, cfg: BuildConfig):
+    from models.checkpoints import instantiate
+
+    return instantiate(cfg, path)
+
+
+JSON_CHECKPOINT = Checkpoint(".json", _save_json, _load_json)
+TORCH_CHECKPOINT = Checkpoint(".pt", _save_torch, _load_torch)
+
+
+# --- steps ------------------------------------------------------------------------------------
+
+@build_step("prepare_data", JSON_CHECKPOINT)
+def step_prepare_data(model: None, cfg: BuildConfig) -> dict:
+    """Pick the verification frames: from --data, or from synthetic RadioML-layout frames.
+
+    Without --data a small synthetic file in the real RadioML layout of the model's dataset is
+    generated under `OUT/data/`. Frames are taken from the published test split, spread evenly
+    over classes and SNRs, and saved with their labels in `OUT/data/verify_frames.npz`, which
+    every later verification reads.
+    """
+    from flows.verify_data import prepare_verification_frames
+
+    return prepare_verification_frames(cfg)
+
+
+@build_step("build_model", TORCH_CHECKPOINT)
+def step_build_model(data_summary: dict, cfg: BuildConfig):
+    """Instantiate the zoo model at the requested bits, load its weights, run the golden model.
+
+    The Brevitas model in eval mode is the golden model: its logits on the verification frames
+    go to `OUT/report/golden_outputs.npz`, the reference every later stage is compared with.
+    """
+    from models.checkpoints import instantiate
+
+    model = instantiate(cfg, cfg.weights)
+    frames = np.load(cfg.data_dir / "verify_frames.npz")
+    logits = golden_logits(model, frames["x"], cfg)
+    with atomic_path(cfg.report_dir / "golden_outputs.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, logits=logits, y=frames["y"], snr=frames["snr"])
+    return model
+
+
+def golden_logits(model, x: np.ndarray, cfg: BuildConfig) -> np.ndarray:
+    """Logits of the Brevitas model on channels-first frames (N, 2, L)."""
+    import torch
+
+    shape = cfg.model_spec.input_shape
+    with torch.no_grad():
+        out = model.eval()(torch.from_numpy(np.ascontiguousarray(x)).reshape(len(x), *shape))
+    return out.detach().numpy().astype(np.float32)
+
+
+DEFAULT_FLOW: tuple[str, ...] = ("prepare_data", "build_model")
+
+
+def check_step_name(name: str, flow: tuple[str, ...] = DEFAULT_FLOW) -> str:
+    if name not in flow:
+        raise ToolchainError(f"unknown step {name!r}; expected one of: {', '.join(flow)}.")
+    return name

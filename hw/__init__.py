@@ -1,0 +1,1 @@
+"""Hardware side: board records, FINN dataflow build helpers and the board driver."""

@@ -1,0 +1,1 @@
+"""The model zoo: Brevitas quantization-aware AMC models and their registry."""

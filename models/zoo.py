@@ -1,0 +1,1 @@
+"""Imports every zoo model module so that each registers itself."""
