@@ -15,7 +15,7 @@ from flows.errors import ToolchainError
 from flows.fileio import atomic_write_text
 from flows.steps import DEFAULT_FLOW, get_step
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages stay on one line: greppable
 
 # Fields that must agree between a build directory and a run that resumes in it.
 _RESUME_FIELDS = ("model", "board", "bits", "weights", "data", "verify_frames", "seed")
