@@ -1,0 +1,926 @@
+"""Synthetic RadioML: frames of every class, in the exact RadioML 2018.01A or 2016.10a layout.
+
+Neither real file can be downloaded here (see the project notes on data), so the default run and
+the tests use frames made by this module. The layouts come from `flows.rml_formats`:
+
+- rml2018: HDF5 with `X` (N, 1024, 2) float32 (I/Q last), `Y` (N, 24) int64 one-hot, `Z` (N, 1)
+  int64 SNR in dB; rows class-then-SNR ascending, N = classes x SNRs x frames_per_cell.
+- rml2016: a pickle of dict (modulation, snr) -> (frames_per_cell, 2, 128) float32.
+
+SNR definition
+--------------
+SNR_dB = 10 log10(P_s / P_n), per frame, where P_s is the mean of |s[n]|^2 over the frame's
+complex samples of the received signal (after pulse shaping, multipath, fading and offsets) and
+P_n = E|w[n]|^2 is the power of the complex white Gaussian noise (P_n / 2 per I and per Q), both
+over the full sampled band (-fs/2, fs/2). It is a per-sample power ratio, not Es/N0: at 8 samples
+per symbol Es/N0 = SNR + 10 log10(8) = SNR + 9.03 dB. After the noise is added, rml2018 frames are
+scaled to unit mean power (mean |x|^2 = 1, like the real file's digital frames) and rml2016 frames
+to unit L1 norm (sum |x| = 1, like the real 2016 generator). `snr_db=math.inf` gives noise-free
+frames; the noise comes from its own stream, so the same RNG state gives the same signal with
+and without noise. (The real 2016 file's labels are off by a factor 2 in dB, see the notes; here
+the label is the SNR defined above in both layouts.)
+
+Physical choices (fields of `Physics`; first guesses, to be tuned for realism)
+------------------------------------------------------------------------------
+Each line: rml2018 choice [rml2016 choice] -- why.
+
+- Oversampling: 8 samples/symbol [8] -- both files; the real-data VGG10 fails at 2, 4 or 16.
+- Pulse: raised cosine, whole-link Nyquist [root raised cosine] -- real 2018 frames show a
+  flat-topped 0.12 fs spectrum with a -37 dB floor, and the pulse fitted to a real frame is
+  RC-like; 2016 used GNU Radio's generic_mod RRC. Shaped in the DFT domain, so each frame can
+  have its own roll-off.
+- Roll-off: U(0.15, 0.35) in 21 steps [0.35] -- the paper says U(0.1, 0.4); the fitted real
+  pulse is about 0.25.
+- Constellations: unit mean power; PSK exp(j 2 pi k / M), QPSK at pi/4; OOK unipolar {0, 1};
+  4ASK/8ASK bipolar (PAM, no carrier line: a choice, the real file does not say) [PAM4 bipolar];
+  square 16/64/256QAM, cross 32QAM (6x6 minus corners) and 128QAM (12x12 minus 2x2 corners);
+  APSK on DVB-S2/S2X rings: 16 = 4+12 (radius ratio 2.75), 32 = 4+12+16 (2.84, 5.27),
+  64 = 4+12+20+28 (2.4, 4.3, 7.0), 128 = 16+16+16+16+16+48 (1.715, 2.118, 2.681, 2.75, 3.6;
+  approximate); OQPSK is QPSK with the quadrature rail delayed by half a symbol.
+- CPM: GMSK h 0.5, BT 0.3 [CPFSK h 0.5 rectangular; GFSK 0.1 rad/sample = h 0.255, BT 0.35,
+  the 2016 generator's values].
+- Analog message: speech-like -- a sawtooth glottal source at a pitch of 100-250 Hz mixed with
+  noise, shaped by three formants (300-900, 900-2500, 2500-3500 Hz) and band-limited to
+  100-3400 Hz [100-8000 Hz]; tone or plain-noise messages fail on the real-data VGG10. The
+  message has no DC, so DSB spectra have twin peaks.
+- Assumed sample rate, for the message only: 100 kS/s [200 kS/s] -- 2018 does not publish it;
+  at 100 kS/s NBFM deviations of 2.5-5 kHz are 0.025-0.05 cycles/sample. 2016 used 200 kS/s.
+- AM-DSB: WC 1 + mu m with mu U(0.3, 0.8), SC m (message peak 1) [WC, mu U(0.2, 0.5): index
+  <= 0.5 in 2016].
+- AM-SSB, upper sideband: WC carrier 1 + sideband of envelope peak U(0.3, 0.9); SC a residual
+  carrier of U(0, 0.3) x the sideband peak -- the real 2018 SSB classes look carrier-dominated
+  and are confused with each other [AM-SSB: a real SSB-SC; the real 2016 class is noise from a
+  generator bug].
+- FM: peak deviation U(2.5, 5) kHz [WBFM U(15, 37.5) kHz: 75 kHz x audio peak <= 0.5].
+- Sample-rate (clock) offset: U(+-0.5 %) [U(+-0.025 %) = 50 Hz at 200 kHz], by 4-point cubic
+  interpolation (error below -60 dB at 8 samples/symbol); the paper lists symbol-rate offsets.
+- Timing offset: U(0, 1 symbol) [same].
+- Carrier offset: U(+-0.001) cycles/sample and phase U(0, 2 pi) [U(+-0.0025) = 500 Hz] -- the
+  range sets the difficulty strongly.
+- Multipath: two static echoes, delay U(0.5, 3) samples, power U(-25, -10) dB, Rayleigh
+  [echoes at 0.9 and 1.7 samples with amplitudes 0.8 and 0.3, Rayleigh] -- kept mild in 2018:
+  real FM/GMSK frames keep a constant envelope.
+- Fading: flat Rician over the whole link, K U(3, 20) dB, 10 % of frames Rayleigh, Doppler
+  U(0, 1e-4) cycles/sample [Rician K = 4, static] -- the real-data VGG10 read synthetic frames
+  better with fading off; the paper says Rayleigh.
+
+The channel is y = fade(t) * e^{j(2 pi f_c n + phi)} * resample(h_mp * x) + w: a static short
+multipath filter (echo delays quantised to 0.05 sample), a clock offset as fractional resampling,
+and a flat, slowly varying Rician fade common to all paths (a product model: scatterers near the
+receiver), then the carrier offset and the noise.
+
+Determinism
+-----------
+The frames of chunk c (CELL_CHUNK_FRAMES frames) of cell (class, SNR) come from
+`SeedSequence([seed, layout tag, class index in the full class list, snr_db + 1000, c])`, so any
+cell can be regenerated alone (`cell_frames`) and a file with a subset of classes or SNRs holds the
+same frames for them as the full file. The same seed gives byte-identical X/Y/Z.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import pickle
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from flows.errors import ToolchainError
+from flows.fileio import atomic_path
+from flows.rml_formats import (
+    RML2016_CLASSES,
+    RML2016_FRAME_LEN,
+    RML2016_FRAMES_PER_CELL,
+    RML2016_SNRS_DB,
+    RML2018_CLASSES,
+    RML2018_DATASETS,
+    RML2018_FRAME_LEN,
+    RML2018_FRAMES_PER_CELL,
+    RML2018_SNRS_DB,
+    rml2018_row,
+)
+
+CELL_CHUNK_FRAMES = 256  # frames generated per RNG chunk; part of the seed -> frames mapping
+ROLLOFF_STEPS = 21  # the roll-off is drawn from this many evenly spaced values (pulse table)
+ECHO_DELAY_STEP = 0.05  # echo delays are quantised to this many samples (phase-ramp table)
+_PAD_SYMBOLS = 16  # symbols generated beyond each frame edge: RC tails and filter wrap-around
+_SOS_PATHS = 8  # sinusoids in the sum-of-sinusoids fading process
+_FADE_KNOTS = 17  # the fade is computed at this many points per frame and linearly interpolated
+
+
+# ---------------------------------------------------------------- physics and class records
+
+@dataclass(frozen=True)
+class Physics:
+    """The physical choices of one layout's generator; the module docstring says why."""
+
+    sps: int  # samples per symbol, nominal (before the sample-rate offset)
+    pulse: str  # "rc" raised cosine (whole-link Nyquist pulse) or "rrc" root raised cosine
+    rolloff_range: tuple[float, float]  # pulse roll-off, uniform per frame
+    sample_rate_offset_max: float  # |relative clock offset| between transmitter and receiver
+    cfo_max_cycles_per_sample: float  # |carrier frequency offset|, uniform per frame
+    rician_k_db_range: tuple[float, float]  # K factor of the flat fade, uniform per frame
+    rayleigh_fraction: float  # fraction of frames with a Rayleigh (K = 0) fade instead
+    doppler_max_cycles_per_sample: float  # Doppler of the flat fade, uniform in [0, max]
+    echo_delays_samples: tuple[tuple[float, float], ...]  # per echo: delay range in samples
+    echo_power_db: tuple[tuple[float, float], ...]  # per echo: mean power range vs direct path
+    fs_hz: float  # sample rate assumed only to scale the analog (speech-like) message
+    pitch_hz: tuple[float, float]  # glottal pitch of the message, uniform per frame
+    formants_hz: tuple[tuple[float, float], ...]  # formant centre ranges, uniform per frame
+    formant_bandwidths_hz: tuple[float, ...]  # -3 dB width of each formant resonance
+    formant_gains: tuple[float, ...]  # relative amplitude of each formant (spectral tilt)
+    voiced_fraction_range: tuple[float, float]  # share of the source power that is voiced
+    audio_band_hz: tuple[float, float]  # the message is band-limited to this band
+    am_index_range: tuple[float, float]  # AM-DSB-WC modulation index (message peak 1)
+    ssb_sideband_range: tuple[float, float]  # AM-SSB-WC sideband envelope peak, carrier 1
+    ssb_residual_carrier_range: tuple[float, float]  # AM-SSB-SC carrier / sideband peak
+    fm_deviation_hz_range: tuple[float, float]  # FM peak frequency deviation (message peak 1)
+    normalisation: str  # "power": mean |x|^2 = 1 (2018); "l1": sum |x| = 1 (2016)
+
+
+@dataclass(frozen=True)
+class Modulation:
+    """How one class is transmitted: the modulator kind and its parameters."""
+
+    kind: str  # a key of _MODULATORS
+    points: np.ndarray | None = field(default=None, compare=False, repr=False)  # linear kinds
+    h: float = 0.0  # CPM modulation index
+    bt: float = 0.0  # CPM Gaussian BT product; 0 for a rectangular frequency pulse (CPFSK)
+    carrier: bool = False  # analog: transmitted (with) carrier
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A file layout: its classes, SNR grid, frame length, modulations and physics."""
+
+    name: str
+    classes: tuple[str, ...]
+    snrs_db: tuple[int, ...]
+    frame_len: int
+    real_frames_per_cell: int  # frames per cell in the real file
+    modulations: Mapping[str, Modulation]
+    physics: Physics
+    seed_tag: int  # mixed into every cell's SeedSequence: the layouts never share frames
+
+
+def _unit_power(points: np.ndarray) -> np.ndarray:
+    points = np.asarray(points, dtype=np.complex128)
+    return points / np.sqrt(np.mean(np.abs(points) ** 2))
+
+
+def psk_points(m: int, offset_rad: float = 0.0) -> np.ndarray:
+    """M-PSK on the unit circle, first point at `offset_rad`."""
+    return np.exp(1j * (2 * np.pi * np.arange(m) / m + offset_rad))
+
+
+def pam_points(m: int, unipolar: bool = False) -> np.ndarray:
+    """Real M-ASK levels, unit mean power: unipolar {0..M-1} or bipolar {-(M-1)..M-1, step 2}."""
+    levels = np.arange(m, dtype=float) if unipolar else 2.0 * np.arange(m) - (m - 1)
+    return _unit_power(levels)
+
+
+def qam_points(m: int) -> np.ndarray:
+    """Square QAM for M = 4^k, cross QAM for M = 2 * 4^k (32: 6x6, 128: 12x12, corners removed)."""
+    k = round(math.log2(m))
+    if 2 ** k != m or m < 16:
+        raise ValueError(f"QAM order {m} is not a power of 2 >= 16")
+    if k % 2 == 0:
+        side = 2 ** (k // 2)
+        grid = 2.0 * np.arange(side) - (side - 1)
+        points = (grid[:, None] + 1j * grid[None, :]).ravel()
+    else:
+        side = 6 * 2 ** ((k - 5) // 2)  # 32 -> 6, 128 -> 12, 512 -> 24
+        corner = side // 6  # each removed corner is corner x corner points
+        grid = 2.0 * np.arange(side) - (side - 1)
+        i, q = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+        edge_i = (i < corner) | (i >= side - corner)
+        edge_q = (q < corner) | (q >= side - corner)
+        keep = ~(edge_i & edge_q)
+        points = (grid[i[keep]] + 1j * grid[q[keep]])
+    assert points.size == m
+    return _unit_power(points)
+
+
+def apsk_points(ring_sizes: Sequence[int], radii: Sequence[float]) -> np.ndarray:
+    """Concentric PSK rings, ring i has ring_sizes[i] points at angles 2 pi (k + 1/2) / n_i."""
+    rings = [r * np.exp(2j * np.pi * (np.arange(n) + 0.5) / n) for n, r in zip(ring_sizes, radii)]
+    return _unit_power(np.concatenate(rings))
+
+
+def _linear(points: np.ndarray) -> Modulation:
+    return Modulation("linear", points=points)
+
+
+_AM_2018 = dict(fs_hz=100e3, pitch_hz=(100.0, 250.0),
+                formants_hz=((300.0, 900.0), (900.0, 2500.0), (2500.0, 3500.0)),
+                formant_bandwidths_hz=(80.0, 120.0, 200.0), formant_gains=(1.0, 0.5, 0.25),
+                voiced_fraction_range=(0.3, 1.0))
+
+RML2018_PHYSICS = Physics(
+    sps=8, pulse="rc", rolloff_range=(0.15, 0.35), sample_rate_offset_max=0.005,
+    cfo_max_cycles_per_sample=0.001, rician_k_db_range=(3.0, 20.0), rayleigh_fraction=0.1,
+    doppler_max_cycles_per_sample=1e-4, echo_delays_samples=((0.5, 3.0), (0.5, 3.0)),
+    echo_power_db=((-25.0, -10.0), (-25.0, -10.0)), audio_band_hz=(100.0, 3400.0),
+    am_index_range=(0.3, 0.8), ssb_sideband_range=(0.3, 0.9),
+    ssb_residual_carrier_range=(0.0, 0.3), fm_deviation_hz_range=(2.5e3, 5e3),
+    normalisation="power", **_AM_2018,
+)
+
+RML2016_PHYSICS = Physics(
+    sps=8, pulse="rrc", rolloff_range=(0.35, 0.35), sample_rate_offset_max=2.5e-4,
+    cfo_max_cycles_per_sample=0.0025, rician_k_db_range=(10 * math.log10(4), 10 * math.log10(4)),
+    rayleigh_fraction=0.0, doppler_max_cycles_per_sample=0.0,
+    echo_delays_samples=((0.9, 0.9), (1.7, 1.7)),
+    echo_power_db=((20 * math.log10(0.8),) * 2, (20 * math.log10(0.3),) * 2),
+    audio_band_hz=(100.0, 8000.0), am_index_range=(0.2, 0.5), ssb_sideband_range=(0.3, 0.9),
+    ssb_residual_carrier_range=(0.0, 0.0), fm_deviation_hz_range=(15e3, 37.5e3),
+    normalisation="l1", **{**_AM_2018, "fs_hz": 200e3},
+)
+
+RML2018_MODULATIONS: dict[str, Modulation] = {
+    "OOK": _linear(pam_points(2, unipolar=True)),
+    "4ASK": _linear(pam_points(4)),
+    "8ASK": _linear(pam_points(8)),
+    "BPSK": _linear(psk_points(2)),
+    "QPSK": _linear(psk_points(4, np.pi / 4)),
+    "8PSK": _linear(psk_points(8)),
+    "16PSK": _linear(psk_points(16)),
+    "32PSK": _linear(psk_points(32)),
+    "16APSK": _linear(apsk_points((4, 12), (1.0, 2.75))),
+    "32APSK": _linear(apsk_points((4, 12, 16), (1.0, 2.84, 5.27))),
+    "64APSK": _linear(apsk_points((4, 12, 20, 28), (1.0, 2.4, 4.3, 7.0))),
+    "128APSK": _linear(apsk_points((16, 16, 16, 16, 16, 48),
+                                   (1.0, 1.715, 2.118, 2.681, 2.75, 3.6))),
+    "16QAM": _linear(qam_points(16)),
+    "32QAM": _linear(qam_points(32)),
+    "64QAM": _linear(qam_points(64)),
+    "128QAM": _linear(qam_points(128)),
+    "256QAM": _linear(qam_points(256)),
+    "AM-SSB-WC": Modulation("ssb", carrier=True),
+    "AM-SSB-SC": Modulation("ssb", carrier=False),
+    "AM-DSB-WC": Modulation("dsb", carrier=True),
+    "AM-DSB-SC": Modulation("dsb", carrier=False),
+    "FM": Modulation("fm"),
+    "GMSK": Modulation("cpm", h=0.5, bt=0.3),
+    "OQPSK": Modulation("oqpsk", points=psk_points(4, np.pi / 4)),
+}
+
+RML2016_MODULATIONS: dict[str, Modulation] = {
+    "8PSK": _linear(psk_points(8)),
+    "AM-DSB": Modulation("dsb", carrier=True),
+    "AM-SSB": Modulation("ssb", carrier=False),
+    "BPSK": _linear(psk_points(2)),
+    "CPFSK": Modulation("cpm", h=0.5, bt=0.0),
+    "GFSK": Modulation("cpm", h=0.1 * 8 / np.pi, bt=0.35),  # 0.1 rad/sample at 8 samples/symbol
+    "PAM4": _linear(pam_points(4)),
+    "QAM16": _linear(qam_points(16)),
+    "QAM64": _linear(qam_points(64)),
+    "QPSK": _linear(psk_points(4, np.pi / 4)),
+    "WBFM": Modulation("fm"),
+}
+
+LAYOUTS: dict[str, Layout] = {
+    "rml2018": Layout("rml2018", RML2018_CLASSES, RML2018_SNRS_DB, RML2018_FRAME_LEN,
+                      RML2018_FRAMES_PER_CELL, RML2018_MODULATIONS, RML2018_PHYSICS, seed_tag=1),
+    "rml2016": Layout("rml2016", RML2016_CLASSES, RML2016_SNRS_DB, RML2016_FRAME_LEN,
+                      RML2016_FRAMES_PER_CELL, RML2016_MODULATIONS, RML2016_PHYSICS, seed_tag=2),
+}
+assert all(set(lay.modulations) == set(lay.classes) for lay in LAYOUTS.values())
+
+
+# ---------------------------------------------------------------- cached tables
+
+def _fast_len(n: int) -> int:
+    """Smallest 5-smooth integer >= n (a fast FFT size)."""
+    best = 2 ** math.ceil(math.log2(n))
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            p = p35
+            while p < n:
+                p *= 2
+            best = min(best, p)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+@lru_cache(maxsize=None)
+def _gen_length(frame_len: int, phys: Physics) -> int:
+    """Samples generated per frame: the frame, its clock-offset stretch, one symbol, two pads."""
+    need = (frame_len - 1) * (1 + phys.sample_rate_offset_max) + phys.sps + 4
+    need += 2 * _PAD_SYMBOLS * phys.sps
+    return phys.sps * _fast_len(math.ceil(need / phys.sps))
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Per (generated length, physics) constants of the DFT-domain shaping and multipath."""
+
+    band: np.ndarray  # DFT bins where any pulse of the roll-off range is non-zero
+    pulses: np.ndarray  # (roll-offs, bins in band) float32 pulse responses, p(0) = 1 for RC
+    delays_full: np.ndarray  # (echo delays, lg) complex64 exp(-j 2 pi f d), d on the step grid
+    delays_band: np.ndarray  # the same on the band bins only
+
+
+@lru_cache(maxsize=None)
+def _tables(lg: int, phys: Physics) -> _Tables:
+    lo, hi = phys.rolloff_range
+    rolloffs = np.linspace(lo, hi, ROLLOFF_STEPS) if hi > lo else np.array([lo])
+    freq = np.fft.fftfreq(lg)
+    band = np.flatnonzero(np.abs(freq) < (1 + hi) / (2 * phys.sps))
+    f, beta = np.abs(freq[band])[None, :], rolloffs[:, None]
+    f1, f2 = (1 - beta) / (2 * phys.sps), (1 + beta) / (2 * phys.sps)
+    ramp = 0.5 * (1 + np.cos(np.pi * np.clip((f - f1) / (f2 - f1), 0.0, 1.0)))
+    rc = np.where(f <= f1, 1.0, np.where(f >= f2, 0.0, ramp))
+    if phys.pulse not in ("rc", "rrc"):
+        raise ValueError(f"unknown pulse {phys.pulse!r}")
+    pulses = phys.sps * (rc if phys.pulse == "rc" else np.sqrt(rc))
+    max_delay = max((d for _, d in phys.echo_delays_samples), default=0.0)
+    delays = np.arange(round(max_delay / ECHO_DELAY_STEP) + 1) * ECHO_DELAY_STEP
+    delays_full = np.exp(-2j * np.pi * delays[:, None] * freq[None, :]).astype(np.complex64)
+    return _Tables(band, pulses.astype(np.float32), delays_full, delays_full[:, band])
+
+
+@lru_cache(maxsize=None)
+def _knot_weights(frame_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(left knot index, weight of the right knot) of each sample, for linear interpolation."""
+    position = np.arange(frame_len) * (_FADE_KNOTS - 1) / max(frame_len - 1, 1)
+    left = np.minimum(np.floor(position).astype(np.intp), _FADE_KNOTS - 2)
+    return left, (position - left).astype(np.float32)
+
+
+@lru_cache(maxsize=None)
+def _frequency_pulse(bt: float, sps: int) -> np.ndarray:
+    """CPM frequency pulse as (span symbols, sps) polyphase taps summing to 1.
+
+    bt = 0: rectangular over one symbol (CPFSK); otherwise a Gaussian of bandwidth-time product
+    `bt` convolved with a one-symbol rectangle (GMSK/GFSK), truncated to 4 symbols.
+    """
+    if bt == 0:
+        return np.full((1, sps), 1.0 / sps)
+    span = 4
+    t = (np.arange(span * sps) - (span * sps - 1) / 2) / sps  # in symbols, centred
+    sigma = math.sqrt(math.log(2)) / (2 * math.pi * bt)
+    gauss = np.exp(-0.5 * (t / sigma) ** 2)
+    taps = np.convolve(gauss, np.ones(sps), mode="same")
+    return (taps / taps.sum()).reshape(span, sps)
+
+
+# ---------------------------------------------------------------- channel draws
+
+@dataclass(frozen=True)
+class _Echoes:
+    """Static echoes of a batch of frames: the response is 1 + sum_k c_k exp(-j 2 pi f d_k)."""
+
+    steps: np.ndarray  # (n, echoes) delay d_k as an index on the ECHO_DELAY_STEP grid
+    gains: np.ndarray  # (n, echoes) complex64 c_k, Rayleigh
+
+    @staticmethod
+    def draw(n: int, rng: np.random.Generator, phys: Physics) -> _Echoes:
+        steps, gains = [], []
+        for (d_lo, d_hi), (p_lo, p_hi) in zip(phys.echo_delays_samples, phys.echo_power_db):
+            steps.append(np.rint(rng.uniform(d_lo, d_hi, n) / ECHO_DELAY_STEP))
+            power = 10 ** (rng.uniform(p_lo, p_hi, n) / 10)
+            rayleigh = rng.standard_normal(n) + 1j * rng.standard_normal(n)
+            gains.append(np.sqrt(power / 2) * rayleigh)
+        if not steps:
+            return _Echoes(np.zeros((n, 0), np.intp), np.zeros((n, 0), np.complex64))
+        return _Echoes(np.stack(steps, axis=1).astype(np.intp),
+                       np.stack(gains, axis=1).astype(np.complex64))
+
+    def response(self, table: np.ndarray) -> np.ndarray:
+        """(n, bins) response on the bins of `table` (a _Tables.delays_* array)."""
+        h = np.ones((len(self.steps), table.shape[1]), dtype=np.complex64)
+        for k in range(self.steps.shape[1]):
+            h += self.gains[:, k, None] * table[self.steps[:, k]]
+        return h
+
+
+def _filter(x: np.ndarray, echoes: _Echoes | None, phys: Physics) -> np.ndarray:
+    """Circular filtering by the echoes (the wrap-around lands in the pads); complex64."""
+    x = x.astype(np.complex64, copy=False)
+    if echoes is None or echoes.steps.shape[1] == 0:
+        return x
+    table = _tables(x.shape[1], phys).delays_full
+    return np.fft.ifft(np.fft.fft(x, axis=1) * echoes.response(table), axis=1)
+
+
+# ---------------------------------------------------------------- modulators
+
+_MODULATORS: dict[str, Callable[..., np.ndarray]] = {}
+
+
+def _modulator(kind: str):
+    """Register a modulator: (mod, n, lg, rng, phys, echoes) -> complex64 baseband (n, lg)."""
+    def register(fn):
+        _MODULATORS[kind] = fn
+        return fn
+    return register
+
+
+def _shape(symbol_spectra: Sequence[np.ndarray], rails: Sequence[np.ndarray], n: int, lg: int,
+           rng: np.random.Generator, phys: Physics, echoes: _Echoes | None) -> np.ndarray:
+    """Pulse-shape symbol streams in the DFT domain, on the pulse's band only.
+
+    Zero-stuffing a stream to `sps` samples per symbol tiles its DFT, so bin k of the shaped
+    signal is S[k mod nsym] * P[k]; `rails` are per-bin factors for each stream (e.g. j and a
+    half-symbol delay for the OQPSK quadrature rail).
+    """
+    tab = _tables(lg, phys)
+    pulse = tab.pulses[rng.integers(0, len(tab.pulses), n)]
+    nsym = lg // phys.sps
+    spectrum = np.zeros((n, lg), dtype=np.complex64)
+    band = sum(s[:, tab.band % nsym] * rail for s, rail in zip(symbol_spectra, rails)) * pulse
+    if echoes is not None and echoes.steps.shape[1]:
+        band *= echoes.response(tab.delays_band)
+    spectrum[:, tab.band] = band
+    return np.fft.ifft(spectrum, axis=1)
+
+
+@_modulator("linear")
+def _mod_linear(mod, n, lg, rng, phys, echoes):
+    """Random symbols from the constellation, pulse-shaped."""
+    points = mod.points.astype(np.complex64)
+    symbols = points[rng.integers(0, len(points), (n, lg // phys.sps))]
+    return _shape([np.fft.fft(symbols, axis=1)], [1.0], n, lg, rng, phys, echoes)
+
+
+@_modulator("oqpsk")
+def _mod_oqpsk(mod, n, lg, rng, phys, echoes):
+    """QPSK with the quadrature rail delayed by half a symbol."""
+    points = mod.points.astype(np.complex64)
+    symbols = points[rng.integers(0, len(points), (n, lg // phys.sps))]
+    band = _tables(lg, phys).band
+    delayed_j = (1j * np.exp(-1j * np.pi * phys.sps * np.fft.fftfreq(lg)[band])).astype(
+        np.complex64)
+    spectra = [np.fft.fft(symbols.real, axis=1), np.fft.fft(symbols.imag, axis=1)]
+    return _shape(spectra, [1.0, delayed_j], n, lg, rng, phys, echoes)
+
+
+def _unit_phasor(phase: np.ndarray) -> np.ndarray:
+    """exp(j phase) as complex64, from float32 cos and sin of the phase wrapped to [0, 2 pi)."""
+    phase = np.mod(phase, 2 * np.pi).astype(np.float32)
+    out = np.empty(phase.shape, dtype=np.complex64)
+    np.cos(phase, out=out.real)
+    np.sin(phase, out=out.imag)
+    return out
+
+
+@_modulator("cpm")
+def _mod_cpm(mod, n, lg, rng, phys, echoes):
+    """Binary CPM: phase = pi h * cumulative sum of the pulse-shaped +-1 symbols."""
+    taps = _frequency_pulse(mod.bt, phys.sps)
+    span, nsym = taps.shape[0], lg // phys.sps
+    bits = rng.integers(0, 2, (n, nsym + span - 1)) * 2.0 - 1.0
+    freq = np.zeros((n, nsym, phys.sps))
+    for j in range(span):  # polyphase: sample p of symbol k sees bit k - j through taps[j, p]
+        freq += bits[:, span - 1 - j: span - 1 - j + nsym, None] * taps[j]
+    return _filter(_unit_phasor(np.pi * mod.h * np.cumsum(freq.reshape(n, lg), axis=1)),
+                   echoes, phys)
+
+
+def speech_message(n: int, lg: int, rng: np.random.Generator, phys: Physics) -> np.ndarray:
+    """Analytic speech-like message (n, lg): Re is the message, Im its Hilbert transform.
+
+    Source: a sawtooth at the pitch (harmonics falling 6 dB/octave, like a glottal pulse train)
+    mixed with white noise (the unvoiced part); filter: three formant resonances (Lorentzian
+    peaks) and the audio band limit (no DC). Not normalised.
+    """
+    fs = phys.fs_hz
+    voiced = rng.uniform(*phys.voiced_fraction_range, (n, 1))
+    pitch = rng.uniform(*phys.pitch_hz, (n, 1)) / fs
+    saw = (np.arange(lg) * pitch + rng.random((n, 1))) % 1.0 - 0.5
+    source = (np.sqrt(12 * voiced) * saw).astype(np.float32)
+    source += np.sqrt(1 - voiced, dtype=np.float32) * rng.standard_normal((n, lg), np.float32)
+    f = np.fft.rfftfreq(lg) * fs
+    envelope = np.zeros((n, f.size), dtype=np.float32)
+    for (lo, hi), width, gain in zip(phys.formants_hz, phys.formant_bandwidths_hz,
+                                     phys.formant_gains):
+        centre = rng.uniform(lo, hi, (n, 1))
+        envelope += gain / (1 + ((f - centre) / (width / 2)) ** 2)
+    envelope *= (f >= phys.audio_band_hz[0]) & (f <= phys.audio_band_hz[1]) & (f < fs / 2)
+    one_sided = np.zeros((n, lg), dtype=np.complex64)
+    one_sided[:, :f.size] = 2 * np.fft.rfft(source, axis=1) * envelope
+    return np.fft.ifft(one_sided, axis=1)
+
+
+def _peak_normalised(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.max(np.abs(x), axis=1, keepdims=True), 1e-30)
+
+
+@_modulator("dsb")
+def _mod_dsb(mod, n, lg, rng, phys, echoes):
+    """AM-DSB: 1 + mu m (with carrier) or m (suppressed carrier); m real, peak 1."""
+    index = rng.uniform(*phys.am_index_range, (n, 1)).astype(np.float32)
+    message = _peak_normalised(speech_message(n, lg, rng, phys).real)
+    return _filter(1 + index * message if mod.carrier else message, echoes, phys)
+
+
+@_modulator("ssb")
+def _mod_ssb(mod, n, lg, rng, phys, echoes):
+    """AM-SSB, upper sideband: carrier + sideband * analytic message (envelope peak 1)."""
+    if mod.carrier:
+        carrier, sideband = 1.0, rng.uniform(*phys.ssb_sideband_range, (n, 1))
+    else:
+        carrier, sideband = rng.uniform(*phys.ssb_residual_carrier_range, (n, 1)), 1.0
+    message = _peak_normalised(speech_message(n, lg, rng, phys))
+    return _filter(carrier + sideband * message, echoes, phys)
+
+
+@_modulator("fm")
+def _mod_fm(mod, n, lg, rng, phys, echoes):
+    """FM: phase = 2 pi f_dev / fs * cumulative sum of the message (peak 1)."""
+    deviation = rng.uniform(*phys.fm_deviation_hz_range, (n, 1)) / phys.fs_hz
+    message = _peak_normalised(speech_message(n, lg, rng, phys).real)
+    return _filter(_unit_phasor(2 * np.pi * deviation * np.cumsum(message, axis=1)),
+                   echoes, phys)
+
+
+# ---------------------------------------------------------------- channel
+
+def _flat_fade(n: int, frame_len: int, rng: np.random.Generator, phys: Physics) -> np.ndarray:
+    """Rician (or Rayleigh) flat fade over the frame with a random line-of-sight phase.
+
+    The scattered part is a sum of sinusoids (Jakes-like) at the frame's Doppler, computed at
+    _FADE_KNOTS points and interpolated linearly (it moves by at most 0.1 cycle per frame).
+    """
+    k = 10 ** (rng.uniform(*phys.rician_k_db_range, (n, 1)) / 10)
+    k[rng.random((n, 1)) < phys.rayleigh_fraction] = 0.0
+    doppler = rng.uniform(0, phys.doppler_max_cycles_per_sample, (n, 1, 1))
+    angle = rng.uniform(0, 2 * np.pi, (n, _SOS_PATHS, 1))
+    phase = rng.uniform(0, 2 * np.pi, (n, _SOS_PATHS, 1))
+    knots = np.linspace(0, frame_len - 1, _FADE_KNOTS)
+    scatter = np.exp(1j * (2 * np.pi * doppler * np.cos(angle) * knots + phase)).sum(axis=1)
+    scatter /= math.sqrt(_SOS_PATHS)
+    los = np.exp(1j * rng.uniform(0, 2 * np.pi, (n, 1)))
+    fade = np.sqrt(k / (k + 1)) * los + np.sqrt(1 / (k + 1)) * scatter
+    fade = fade.astype(np.complex64)
+    left, weight = _knot_weights(frame_len)  # linear interpolation (no BLAS: small batches)
+    return fade[:, left] + (fade[:, left + 1] - fade[:, left]) * weight
+
+
+def _phasor(freq: np.ndarray, length: int) -> np.ndarray:
+    """exp(j 2 pi freq n), n < length, complex64, from two short tables of exponentials."""
+    block = math.ceil(math.sqrt(length))
+    fine = np.exp(2j * np.pi * freq * np.arange(block)).astype(np.complex64)
+    coarse = np.exp(2j * np.pi * freq * (block * np.arange(math.ceil(length / block))))
+    out = coarse.astype(np.complex64)[:, :, None] * fine[:, None, :]
+    return out.reshape(len(freq), -1)[:, :length]
+
+
+def _resample(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """x (n, lg) at fractional positions t (n, m): 4-point cubic Lagrange, Farrow form."""
+    i = np.floor(t).astype(np.intp)
+    mu = (t - i).astype(np.float32)
+    i += (np.arange(x.shape[0]) * x.shape[1])[:, None]
+    flat = x.ravel()
+    xm1, x0, x1, x2 = flat[i - 1], flat[i], flat[i + 1], flat[i + 2]
+    c3 = (x2 - xm1) * np.float32(1 / 6) + (x0 - x1) * np.float32(0.5)
+    c2 = (xm1 + x1) * np.float32(0.5) - x0
+    c1 = x1 - x0 * np.float32(0.5) - xm1 * np.float32(1 / 3) - x2 * np.float32(1 / 6)
+    return ((c3 * mu + c2) * mu + c1) * mu + x0
+
+
+# ---------------------------------------------------------------- frames
+
+def _layout(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise ToolchainError(f"unknown layout {name!r}: expected one of {', '.join(LAYOUTS)}.")
+    return LAYOUTS[name]
+
+
+def _check_class(layout: Layout, class_name: str) -> Modulation:
+    if class_name not in layout.modulations:
+        raise ToolchainError(
+            f"unknown class {class_name!r} for the {layout.name} layout: expected one of "
+            f"{', '.join(layout.classes)}. Class names are case-sensitive.")
+    return layout.modulations[class_name]
+
+
+def baseband(class_name: str, n: int, rng: np.random.Generator, length: int = 1024,
+             layout: str = "rml2018") -> np.ndarray:
+    """The transmitted complex baseband (n, length) before any channel effect, not normalised.
+
+    `length` must be a multiple of the samples per symbol (8). The DFT-domain shaping is
+    circular, so the first and last few symbols wrap around.
+    """
+    lay = _layout(layout)
+    mod = _check_class(lay, class_name)
+    if length % lay.physics.sps:
+        raise ValueError(f"length {length} is not a multiple of {lay.physics.sps}")
+    return _MODULATORS[mod.kind](mod, n, length, rng, lay.physics, None)
+
+
+def _power(y: np.ndarray) -> np.ndarray:
+    """Mean |y|^2 per frame, (n, 1)."""
+    parts = y.view(np.float32)
+    return 2 * np.mean(parts * parts, axis=1, keepdims=True)
+
+
+def generate_frames(class_name: str, snr_db: float, n: int, rng: np.random.Generator,
+                    frame_len: int = 1024, *, layout: str = "rml2018") -> np.ndarray:
+    """`n` received frames (n, frame_len) complex64 of one class at one SNR.
+
+    `layout` picks the class set and physics ("rml2018" or "rml2016"). SNR as in the module
+    docstring; `snr_db=math.inf` leaves the noise out but draws the same signal from `rng`.
+    Frames are normalised per the layout (unit mean power, or unit L1 norm for rml2016).
+    """
+    lay = _layout(layout)
+    mod = _check_class(lay, class_name)
+    phys = lay.physics
+    noise_rng = np.random.default_rng(rng.integers(0, 2 ** 63))  # own stream: see docstring
+    lg = _gen_length(frame_len, phys)
+    clock = 1 + rng.uniform(-phys.sample_rate_offset_max, phys.sample_rate_offset_max, (n, 1))
+    start = _PAD_SYMBOLS * phys.sps + rng.uniform(0, phys.sps, (n, 1))  # timing offset
+    echoes = _Echoes.draw(n, rng, phys)
+    fade = _flat_fade(n, frame_len, rng, phys)
+    cfo = rng.uniform(-phys.cfo_max_cycles_per_sample, phys.cfo_max_cycles_per_sample, (n, 1))
+    x = _MODULATORS[mod.kind](mod, n, lg, rng, phys, echoes)
+    y = _resample(x, start + np.arange(frame_len) * clock)
+    y *= fade * _phasor(cfo, frame_len)
+    y /= np.sqrt(_power(y))  # signal power 1 per frame: the SNR's reference
+    if math.isfinite(snr_db):
+        noise = noise_rng.standard_normal((n, 2 * frame_len), np.float32).view(np.complex64)
+        noise *= np.float32(math.sqrt(10 ** (-snr_db / 10) / 2))
+        y += noise
+    if phys.normalisation == "power":
+        y /= np.sqrt(_power(y))
+    else:
+        y /= np.sum(np.abs(y), axis=1, keepdims=True)
+    return y
+
+
+def _cell_rng(layout: Layout, class_name: str, snr_db: int, seed: int,
+              chunk: int) -> np.random.Generator:
+    entropy = [seed, layout.seed_tag, layout.classes.index(class_name), snr_db + 1000, chunk]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
+
+
+def _generate_cell(layout: Layout, class_name: str, snr_db: int, frames_per_cell: int,
+                   seed: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first frame index, frames) chunks of one cell, each from its own SeedSequence."""
+    for chunk, first in enumerate(range(0, frames_per_cell, CELL_CHUNK_FRAMES)):
+        n = min(CELL_CHUNK_FRAMES, frames_per_cell - first)
+        rng = _cell_rng(layout, class_name, snr_db, seed, chunk)
+        yield first, generate_frames(class_name, snr_db, n, rng, layout.frame_len,
+                                     layout=layout.name)
+
+
+def cell_frames(class_name: str, snr_db: int, frames_per_cell: int, seed: int = 0,
+                layout: str = "rml2018") -> np.ndarray:
+    """All frames (frames_per_cell, frame_len) complex64 of one cell, as the writers store them."""
+    lay = _layout(layout)
+    _check_class(lay, class_name)
+    return np.concatenate([f for _, f in _generate_cell(lay, class_name, snr_db,
+                                                        frames_per_cell, seed)])
+
+
+# ---------------------------------------------------------------- writing
+
+@dataclass(frozen=True)
+class _Plan:
+    layout: Layout
+    classes: tuple[str, ...]  # in the layout's class order
+    snrs_db: tuple[int, ...]  # ascending
+    frames_per_cell: int
+    seed: int
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.classes) * len(self.snrs_db) * self.frames_per_cell
+
+
+def _plan(layout_name: str, frames_per_cell, seed, classes, snrs_db) -> _Plan:
+    """Validate the user's choices; subsets are put in the layout's order."""
+    lay = _layout(layout_name)
+    if isinstance(frames_per_cell, bool) or not isinstance(frames_per_cell, (int, np.integer)) \
+            or frames_per_cell < 1:
+        raise ToolchainError(f"frames-per-cell {frames_per_cell!r}: expected an integer >= 1 "
+                             f"(the real {lay.name} file has {lay.real_frames_per_cell}).")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ToolchainError(f"seed {seed!r}: expected an integer >= 0.")
+    if isinstance(classes, str):
+        classes = [classes]
+    if classes is None:
+        chosen = lay.classes
+    else:
+        for name in classes:
+            _check_class(lay, name)
+        chosen = tuple(c for c in lay.classes if c in set(classes))
+        if not chosen:
+            raise ToolchainError(f"no classes given: expected some of {', '.join(lay.classes)}.")
+    if snrs_db is None:
+        snrs = lay.snrs_db
+    else:
+        bad = [s for s in snrs_db if s not in lay.snrs_db]
+        if bad:
+            raise ToolchainError(f"SNR {bad[0]!r} dB is not on the {lay.name} grid: expected "
+                                 f"values from {', '.join(map(str, lay.snrs_db))}.")
+        snrs = tuple(s for s in lay.snrs_db if s in set(snrs_db))
+        if not snrs:
+            raise ToolchainError(f"no SNRs given: expected some of "
+                                 f"{', '.join(map(str, lay.snrs_db))}.")
+    return _Plan(lay, chosen, snrs, int(frames_per_cell), int(seed))
+
+
+@contextmanager
+def _atomic_output(path: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; move it onto `path` only if the body completes."""
+    if path.is_dir():
+        raise ToolchainError(f"{path}: is a directory; expected a file name for the output.")
+    if path.exists() and not force:
+        raise ToolchainError(f"{path}: already exists. Pass --force (force=True) to overwrite "
+                             "it, or choose another output path.")
+    if not path.parent.is_dir():
+        raise ToolchainError(f"{path}: the directory {path.parent} does not exist. Create it "
+                             "first, or choose another output path.")
+    with atomic_path(path) as tmp:
+        yield tmp
+
+
+def _progress(plan: _Plan, desc: str) -> tqdm:
+    return tqdm(total=plan.n_frames, unit="frame", unit_scale=True, desc=desc, disable=None,
+                file=sys.stderr)
+
+
+class _RowBuffer:
+    """Collects consecutive rows of X, Y, Z and writes them in blocks (few, large HDF5 writes)."""
+
+    def __init__(self, x_set, y_set, z_set, block_rows: int = 2048):
+        self.sets, self.block_rows = (x_set, y_set, z_set), block_rows
+        self.written = 0  # rows already in the file
+        self.pending: list[tuple[np.ndarray, int, int]] = []  # (X rows, Y column, SNR)
+        self.n_pending = 0
+
+    @property
+    def next_row(self) -> int:
+        return self.written + self.n_pending
+
+    def add(self, x: np.ndarray, column: int, snr_db: int) -> None:
+        self.pending.append((x, column, snr_db))
+        self.n_pending += len(x)
+        if self.n_pending >= self.block_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        n = self.n_pending
+        y = np.zeros((n, self.sets[1].shape[1]), dtype=np.int64)
+        z = np.empty((n, 1), dtype=np.int64)
+        k = 0
+        for x, column, snr_db in self.pending:
+            y[k:k + len(x), column] = 1
+            z[k:k + len(x)] = snr_db
+            k += len(x)
+        x = np.concatenate([p[0] for p in self.pending])
+        for dataset, block in zip(self.sets, (x, y, z)):
+            dataset[self.written:self.written + n] = block
+        self.written += n
+        self.pending, self.n_pending = [], 0
+
+
+def write_rml2018(path, frames_per_cell: int, seed: int = 0,
+                  classes: Sequence[str] | None = None, snrs_db: Sequence[int] | None = None,
+                  force: bool = False) -> Path:
+    """Write an HDF5 file in the RadioML 2018.01A layout; return its path.
+
+    X (N, 1024, 2) float32, Y (N, 24) int64 one-hot, Z (N, 1) int64 SNR dB, rows class-then-SNR
+    ascending: row = rml2018_row(i, j, k, frames_per_cell, len(snrs)) where i, j index the
+    written classes and SNRs. A subset of classes or SNRs is written in the real class order
+    and ascending SNR, and Y keeps all 24 columns (the column is the class's real index). The
+    file appears under `path` only when complete; an existing file is an error unless `force`.
+    """
+    plan = _plan("rml2018", frames_per_cell, seed, classes, snrs_db)
+    lay, fpc, n_snrs = plan.layout, plan.frames_per_cell, len(plan.snrs_db)
+    path = Path(path)
+    with _atomic_output(path, force) as tmp, h5py.File(tmp, "w") as f, \
+            _progress(plan, path.name) as bar:
+        x_set = f.create_dataset(RML2018_DATASETS[0], (plan.n_frames, lay.frame_len, 2), "float32")
+        y_set = f.create_dataset(RML2018_DATASETS[1], (plan.n_frames, len(lay.classes)), "int64")
+        z_set = f.create_dataset(RML2018_DATASETS[2], (plan.n_frames, 1), "int64")
+        f.attrs["generator"] = "flows.synth"
+        f.attrs["seed"] = plan.seed
+        rows = _RowBuffer(x_set, y_set, z_set)
+        for i, name in enumerate(plan.classes):
+            column = lay.classes.index(name)
+            for j, snr in enumerate(plan.snrs_db):
+                for first, frames in _generate_cell(lay, name, snr, fpc, plan.seed):
+                    assert rows.next_row == rml2018_row(i, j, first, fpc, n_snrs)
+                    rows.add(frames.view(np.float32).reshape(len(frames), lay.frame_len, 2),
+                             column, snr)
+                    bar.update(len(frames))
+        rows.flush()
+    return path
+
+
+def write_rml2016(path, frames_per_cell: int, seed: int = 0,
+                  classes: Sequence[str] | None = None, snrs_db: Sequence[int] | None = None,
+                  force: bool = False) -> Path:
+    """Write a pickle in the RadioML 2016.10a layout; return its path.
+
+    A dict (modulation, snr) -> (frames_per_cell, 2, 128) float32 (I row 0, Q row 1), keys in
+    class then SNR order, loadable with pickle.load(f, encoding="latin1"). The whole dict is
+    held in memory (1 KiB per frame). Same subset, atomicity and `force` rules as write_rml2018.
+    """
+    plan = _plan("rml2016", frames_per_cell, seed, classes, snrs_db)
+    lay, fpc = plan.layout, plan.frames_per_cell
+    path = Path(path)
+    data: dict[tuple[str, int], np.ndarray] = {}
+    with _atomic_output(path, force) as tmp:
+        with _progress(plan, path.name) as bar:
+            for name in plan.classes:
+                for snr in plan.snrs_db:
+                    cell = np.empty((fpc, 2, lay.frame_len), dtype=np.float32)
+                    for first, frames in _generate_cell(lay, name, snr, fpc, plan.seed):
+                        cell[first:first + len(frames), 0] = frames.real
+                        cell[first:first + len(frames), 1] = frames.imag
+                        bar.update(len(frames))
+                    data[(name, int(snr))] = cell
+        with open(tmp, "wb") as f:
+            pickle.dump(data, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+# ---------------------------------------------------------------- command line
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.synth",
+        description="Write a synthetic RadioML file (2018.01A HDF5 or 2016.10a pickle layout).")
+    parser.add_argument("--out", required=True, type=Path, help="output file")
+    parser.add_argument("--frames-per-cell", required=True, type=int,
+                        help="frames per (class, SNR) cell (the real files: 4096 / 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    parser.add_argument("--format", choices=tuple(LAYOUTS), default="rml2018",
+                        help="file layout (default rml2018)")
+    parser.add_argument("--classes", nargs="+", metavar="CLASS",
+                        help="subset of classes (default all); written in the real class order")
+    parser.add_argument("--snr-min", type=int, help="lowest SNR in dB (default the grid's)")
+    parser.add_argument("--snr-max", type=int, help="highest SNR in dB (default the grid's)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    return parser
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # so SIGTERM also removes the temporary file
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line; returns the exit code (2 for a user error, with `error: ...` on stderr)."""
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # argparse has printed usage and the error
+        return stop.code if isinstance(stop.code, int) else 2
+    try:
+        lay = _layout(args.format)
+        lo = lay.snrs_db[0] if args.snr_min is None else args.snr_min
+        hi = lay.snrs_db[-1] if args.snr_max is None else args.snr_max
+        snrs = [s for s in lay.snrs_db if lo <= s <= hi]
+        if not snrs:
+            raise ToolchainError(f"--snr-min {lo} --snr-max {hi} selects no SNR: the {lay.name} "
+                                 f"grid is {lay.snrs_db[0]} to {lay.snrs_db[-1]} dB, step 2.")
+        plan = _plan(lay.name, args.frames_per_cell, args.seed, args.classes, snrs)
+        writer = write_rml2018 if lay.name == "rml2018" else write_rml2016
+        started = time.perf_counter()
+        out = writer(args.out, plan.frames_per_cell, seed=plan.seed, classes=plan.classes,
+                     snrs_db=plan.snrs_db, force=args.force)
+        seconds = time.perf_counter() - started
+    except ToolchainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing written to {args.out}", file=sys.stderr)
+        return 130
+    size_mib = out.stat().st_size / 2 ** 20
+    print(f"wrote {out} ({lay.name}): {plan.n_frames} frames = {len(plan.classes)} classes x "
+          f"{len(plan.snrs_db)} SNRs x {plan.frames_per_cell}, {size_mib:.1f} MiB, "
+          f"{seconds:.1f} s ({plan.n_frames / seconds:.0f} frames/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

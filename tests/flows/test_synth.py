@@ -1,0 +1,271 @@
+"""Tests of the synthetic RadioML generator: layouts, determinism, physics and safe writing."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+
+from flows import synth
+from flows.errors import ToolchainError
+from flows.rml_formats import (
+    RML2016_CLASSES,
+    RML2016_FRAME_LEN,
+    RML2016_SNRS_DB,
+    RML2018_CLASSES,
+    RML2018_DATASETS,
+    RML2018_FRAME_LEN,
+    RML2018_SNRS_DB,
+    rml2018_row,
+)
+
+
+def _read(path):
+    with h5py.File(path, "r") as f:
+        return {name: f[name][...] for name in f}
+
+
+# ---------------------------------------------------------------- layouts
+
+def test_rml2018_layout_names_shapes_dtypes_and_row_order(tmp_path):
+    fpc = 2
+    data = _read(synth.write_rml2018(tmp_path / "s.hdf5", fpc, seed=3))
+    n = len(RML2018_CLASSES) * len(RML2018_SNRS_DB) * fpc
+    assert set(data) == set(RML2018_DATASETS)
+    assert data["X"].shape == (n, RML2018_FRAME_LEN, 2) and data["X"].dtype == np.float32
+    assert data["Y"].shape == (n, len(RML2018_CLASSES)) and data["Y"].dtype == np.int64
+    assert data["Z"].shape == (n, 1) and data["Z"].dtype == np.int64
+    assert np.all(data["Y"].sum(axis=1) == 1) and set(np.unique(data["Y"])) == {0, 1}
+    # class-then-SNR ascending, frames_per_cell rows per cell, as in the real file
+    assert np.array_equal(data["Y"].argmax(1), np.repeat(np.arange(24), 26 * fpc))
+    assert np.array_equal(data["Z"][:, 0], np.tile(np.repeat(RML2018_SNRS_DB, fpc), 24))
+    for ci, si, k in [(0, 0, 0), (3, 25, 1), (12, 7, 0), (23, 13, 1), (21, 0, 1)]:
+        row = rml2018_row(ci, si, k, fpc)
+        assert data["Y"][row].argmax() == ci
+        assert data["Z"][row, 0] == RML2018_SNRS_DB[si]
+    assert np.all(np.isfinite(data["X"]))
+
+
+def test_rml2018_subset_is_written_in_real_order_with_24_columns(tmp_path):
+    data = _read(synth.write_rml2018(tmp_path / "s.hdf5", 3, classes=["QPSK", "OOK"],
+                                     snrs_db=[10, -20]))
+    assert data["X"].shape == (2 * 2 * 3, 1024, 2)
+    assert data["Y"].shape[1] == 24
+    ook, qpsk = RML2018_CLASSES.index("OOK"), RML2018_CLASSES.index("QPSK")
+    assert list(data["Y"].argmax(1)) == [ook] * 6 + [qpsk] * 6
+    assert list(data["Z"][:, 0]) == [-20, -20, -20, 10, 10, 10] * 2
+    row = rml2018_row(1, 1, 2, 3, n_snrs=2)  # QPSK, +10 dB, third frame
+    assert data["Y"][row].argmax() == qpsk and data["Z"][row, 0] == 10
+
+
+def test_rml2016_layout(tmp_path):
+    path = synth.write_rml2016(tmp_path / "s.pkl", 3, seed=1)
+    with open(path, "rb") as f:
+        data = pickle.load(f, encoding="latin1")
+    assert set(data) == {(c, s) for c in RML2016_CLASSES for s in RML2016_SNRS_DB}
+    for key, value in data.items():
+        assert isinstance(key[0], str) and isinstance(key[1], int)
+        assert value.shape == (3, 2, RML2016_FRAME_LEN) and value.dtype == np.float32
+    frames = data[("QAM16", 10)]
+    # L1-normalised like the real 2016 generator: sum |x| = 1 per frame
+    np.testing.assert_allclose(np.hypot(frames[:, 0], frames[:, 1]).sum(axis=1), 1, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- determinism
+
+def test_same_seed_identical_different_seed_differs(tmp_path):
+    kwargs = dict(classes=["BPSK", "FM", "GMSK", "AM-SSB-WC", "64APSK"], snrs_db=[-20, 0, 30])
+    a = _read(synth.write_rml2018(tmp_path / "a.hdf5", 4, seed=7, **kwargs))
+    b = _read(synth.write_rml2018(tmp_path / "b.hdf5", 4, seed=7, **kwargs))
+    c = _read(synth.write_rml2018(tmp_path / "c.hdf5", 4, seed=8, **kwargs))
+    for name in RML2018_DATASETS:
+        assert a[name].tobytes() == b[name].tobytes()
+    assert not np.any(np.all(a["X"] == c["X"], axis=(1, 2)))  # every frame differs
+    assert np.array_equal(a["Y"], c["Y"]) and np.array_equal(a["Z"], c["Z"])
+
+
+def test_cell_regenerated_alone_equals_the_cell_in_a_file(tmp_path):
+    fpc = synth.CELL_CHUNK_FRAMES + 5  # spans two RNG chunks
+    full = _read(synth.write_rml2018(tmp_path / "f.hdf5", fpc, seed=2,
+                                     classes=["OOK", "QPSK", "FM"], snrs_db=[-4, 6]))
+    alone = synth.cell_frames("QPSK", 6, fpc, seed=2)
+    rows = slice(rml2018_row(1, 1, 0, fpc, 2), rml2018_row(1, 1, fpc, fpc, 2))
+    assert np.array_equal(full["X"][rows], alone.view(np.float32).reshape(fpc, 1024, 2))
+    subset = _read(synth.write_rml2018(tmp_path / "s.hdf5", fpc, seed=2, classes=["QPSK"],
+                                       snrs_db=[6]))
+    assert np.array_equal(subset["X"], full["X"][rows])
+
+
+def test_chunks_of_a_cell_differ():
+    chunk = synth.CELL_CHUNK_FRAMES
+    frames = synth.cell_frames("BPSK", 30, 2 * chunk, seed=0)
+    assert not np.any(np.all(frames[:chunk] == frames[chunk:], axis=1))
+
+
+def test_generate_frames_is_a_function_of_the_rng():
+    a = synth.generate_frames("16QAM", 5, 8, np.random.default_rng(11))
+    b = synth.generate_frames("16QAM", 5, 8, np.random.default_rng(11))
+    c = synth.generate_frames("16QAM", 5, 8, np.random.default_rng(12))
+    assert a.dtype == np.complex64 and a.shape == (8, 1024)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+# ---------------------------------------------------------------- physics
+
+@pytest.mark.parametrize("name", ["16QAM", "FM", "GMSK", "AM-DSB-WC", "OOK"])
+def test_measured_snr_tracks_the_label(name):
+    """Estimate the SNR by projecting each noisy frame on its noise-free twin (same RNG)."""
+    for snr in (-20, -6, 10, 30):
+        noisy = synth.generate_frames(name, snr, 48, np.random.default_rng(5)).astype(complex)
+        clean = synth.generate_frames(name, math.inf, 48, np.random.default_rng(5)).astype(complex)
+        gain = np.sum(np.conj(clean) * noisy, axis=1) / np.sum(np.abs(clean) ** 2, axis=1)
+        residual = noisy - gain[:, None] * clean
+        signal = np.abs(gain) ** 2 * np.mean(np.abs(clean) ** 2, axis=1)
+        measured = 10 * np.log10(signal.mean() / np.mean(np.abs(residual) ** 2))
+        assert abs(measured - snr) < 1.0, (name, snr, measured)
+
+
+def test_frames_have_unit_average_power():
+    for name in RML2018_CLASSES:
+        for snr in (-20, 30):
+            y = synth.generate_frames(name, snr, 3, np.random.default_rng(1))
+            np.testing.assert_allclose(np.mean(np.abs(y) ** 2, axis=1), 1.0, rtol=1e-4)
+
+
+def _envelope_cv(name):
+    y = synth.generate_frames(name, 30, 64, np.random.default_rng(9))
+    return np.median(np.abs(y).std(axis=1) / np.abs(y).mean(axis=1))
+
+
+def test_fm_and_gmsk_have_a_constant_envelope_at_high_snr():
+    assert _envelope_cv("FM") < 0.1
+    assert _envelope_cv("GMSK") < 0.1
+    assert _envelope_cv("16QAM") > 0.25  # a non-constant-envelope class for contrast
+
+
+def test_ask_and_bpsk_are_real_before_the_channel():
+    for name in ("OOK", "4ASK", "8ASK", "BPSK"):
+        x = synth.baseband(name, 4, np.random.default_rng(0))
+        assert np.abs(x.imag).max() < 1e-5 * np.abs(x.real).max(), name
+    x = synth.baseband("PAM4", 4, np.random.default_rng(0), length=128, layout="rml2016")
+    assert np.abs(x.imag).max() < 1e-5 * np.abs(x.real).max()
+    qpsk = synth.baseband("QPSK", 4, np.random.default_rng(0))
+    assert np.abs(qpsk.imag).max() > 0.3 * np.abs(qpsk.real).max()
+    assert np.all(synth.RML2018_MODULATIONS["OOK"].points.real >= 0)  # OOK is unipolar
+
+
+@pytest.mark.parametrize("m, side, corner", [(32, 6, 1), (128, 12, 2)])
+def test_cross_qam(m, side, corner):
+    points = synth.qam_points(m)
+    assert len(points) == m == len(np.unique(np.round(points, 9)))
+    assert np.mean(np.abs(points) ** 2) == pytest.approx(1.0)
+    step = np.min(np.abs(np.diff(np.unique(np.round(points.real, 9)))))
+    levels = np.round(points / step * 2)  # odd integers on the grid
+    assert len(np.unique(levels.real)) == side and len(np.unique(levels.imag)) == side
+    top = side - 1
+    edge = {top - 2 * k for k in range(corner)}
+    assert not any(abs(p.real) in edge and abs(p.imag) in edge for p in levels)
+    assert np.array_equal(synth.RML2018_MODULATIONS[f"{m}QAM"].points, points)
+
+
+def test_square_qam_and_apsk_rings():
+    assert len(np.unique(np.round(synth.qam_points(64).real, 9))) == 8
+    radii = np.unique(np.round(np.abs(synth.RML2018_MODULATIONS["16APSK"].points), 9))
+    assert len(radii) == 2 and radii[1] / radii[0] == pytest.approx(2.75)
+
+
+def test_every_class_generates_in_both_layouts():
+    for name in RML2018_CLASSES:
+        assert np.all(np.isfinite(synth.generate_frames(name, 0, 2, np.random.default_rng(0))))
+    for name in RML2016_CLASSES:
+        y = synth.generate_frames(name, 0, 2, np.random.default_rng(0), 128, layout="rml2016")
+        assert y.shape == (2, 128) and np.all(np.isfinite(y))
+
+
+# ---------------------------------------------------------------- safe writing
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+@pytest.mark.parametrize("writer", [synth.write_rml2018, synth.write_rml2016])
+def test_failure_mid_write_leaves_nothing(tmp_path, monkeypatch, error, writer):
+    real = synth._generate_cell
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise error("simulated failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synth, "_generate_cell", failing)
+    out = tmp_path / "out.data"
+    with pytest.raises(error):
+        writer(out, 2)
+    assert len(calls) == 3
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_existing_output_needs_force(tmp_path):
+    out = tmp_path / "s.hdf5"
+    out.write_bytes(b"precious")
+    with pytest.raises(ToolchainError, match="already exists.*--force"):
+        synth.write_rml2018(out, 1, classes=["BPSK"])
+    assert out.read_bytes() == b"precious"
+    synth.write_rml2018(out, 1, classes=["BPSK"], force=True)
+    assert _read(out)["X"].shape == (26, 1024, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.hdf5"]
+
+
+def test_bad_arguments_raise_toolchain_errors(tmp_path):
+    with pytest.raises(ToolchainError, match="unknown class 'qpsk'.*QPSK"):
+        synth.write_rml2018(tmp_path / "a.hdf5", 1, classes=["qpsk"])
+    with pytest.raises(ToolchainError, match="SNR 5 dB is not on the rml2018 grid"):
+        synth.write_rml2018(tmp_path / "a.hdf5", 1, snrs_db=[5])
+    with pytest.raises(ToolchainError, match="frames-per-cell 0"):
+        synth.write_rml2016(tmp_path / "a.pkl", 0)
+    with pytest.raises(ToolchainError, match="does not exist"):
+        synth.write_rml2018(tmp_path / "missing" / "a.hdf5", 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_writes_and_reports(tmp_path, capsys):
+    out = tmp_path / "s.hdf5"
+    code = synth.main(["--out", str(out), "--frames-per-cell", "2", "--classes", "GMSK",
+                       "FM", "--snr-min", "0", "--snr-max", "4", "--seed", "1"])
+    assert code == 0
+    assert str(out) in capsys.readouterr().out
+    data = _read(out)
+    assert data["X"].shape == (2 * 3 * 2, 1024, 2)
+    assert list(data["Z"][:6, 0]) == [0, 0, 2, 2, 4, 4]
+    out16 = tmp_path / "s.pkl"
+    assert synth.main(["--out", str(out16), "--frames-per-cell", "1", "--format", "rml2016",
+                       "--classes", "WBFM"]) == 0
+    with open(out16, "rb") as f:
+        assert len(pickle.load(f, encoding="latin1")) == len(RML2016_SNRS_DB)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--frames-per-cell", "0"], "error: frames-per-cell 0"),
+    (["--frames-per-cell", "1", "--classes", "QAM16"], "error: unknown class 'QAM16'"),
+    (["--frames-per-cell", "1", "--snr-min", "31"], "error: --snr-min 31"),
+    (["--frames-per-cell", "x"], "invalid int value"),
+    (["--frames-per-cell", "1", "--format", "rml2017"], "invalid choice"),
+])
+def test_cli_user_errors_exit_2_without_traceback(tmp_path, capsys, argv, message):
+    out = tmp_path / "s.hdf5"
+    assert synth.main(["--out", str(out)] + argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_refuses_to_overwrite(tmp_path, capsys):
+    out = tmp_path / "s.hdf5"
+    out.write_bytes(b"x")
+    assert synth.main(["--out", str(out), "--frames-per-cell", "1"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert out.read_bytes() == b"x"
