@@ -46,8 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--until", dest="until_step", choices=DEFAULT_FLOW, default=None,
                         metavar="STEP", help="stop after STEP")
     args = parser.parse_args(argv)
-    if args.bits is not None and not 1 <= args.bits <= 16:
-        parser.error(f"--bits {args.bits}: expected an integer from 1 to 16")
+    if args.bits is not None and not 2 <= args.bits <= 16:
+        parser.error(f"--bits {args.bits}: expected an integer from 2 to 16")
     if args.verify_frames < 1:
         parser.error(f"--verify-frames {args.verify_frames}: expected at least 1")
     return args

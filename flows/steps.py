@@ -111,14 +111,24 @@ def step_build_model(data_summary: dict, cfg: BuildConfig):
     The Brevitas model in eval mode is the golden model: its logits on the verification frames
     go to `OUT/report/golden_outputs.npz`, the reference every later stage is compared with.
     """
-    from models.checkpoints import instantiate
+    from models.checkpoints import (calibrate_untrained, instantiate, is_untrained,
+                                    weights_source)
+    from models.stats import count_macs, count_weights
 
     model = instantiate(cfg, cfg.weights)
     frames = np.load(cfg.data_dir / "verify_frames.npz")
+    if is_untrained(cfg):
+        calibrate_untrained(model, model_input(frames["x"], cfg))
     logits = golden_logits(model, frames["x"], cfg)
     with atomic_path(cfg.report_dir / "golden_outputs.npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, logits=logits, y=frames["y"], snr=frames["snr"])
+    agree = float(np.mean(logits.argmax(1) == frames["y"]))
+    summary = {"model": cfg.model, "weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits,
+               "weights": weights_source(cfg), "weights_count": count_weights(model),
+               "macs": count_macs(model, cfg.model_spec.input_shape).total,
+               "verify_frames": int(len(logits)), "verify_accuracy": agree}
+    atomic_write_text(cfg.report_dir / "model.json", json.dumps(summary, indent=2) + "\n")
     return model
 
 
@@ -126,10 +136,16 @@ def golden_logits(model, x: np.ndarray, cfg: BuildConfig) -> np.ndarray:
     """Logits of the Brevitas model on channels-first frames (N, 2, L)."""
     import torch
 
-    shape = cfg.model_spec.input_shape
     with torch.no_grad():
-        out = model.eval()(torch.from_numpy(np.ascontiguousarray(x)).reshape(len(x), *shape))
+        out = model.eval()(model_input(x, cfg))
     return out.detach().numpy().astype(np.float32)
+
+
+def model_input(x: np.ndarray, cfg: BuildConfig):
+    """Channels-first frames (N, 2, L) as the model's input tensor (N, *input_shape)."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(x)).reshape(len(x), *cfg.model_spec.input_shape)
 
 
 DEFAULT_FLOW: tuple[str, ...] = ("prepare_data", "build_model")

@@ -26,20 +26,26 @@ def weights_source(cfg) -> str:
     shipped = shipped_checkpoint(cfg.model)
     if shipped is not None:
         return f"shipped checkpoint {shipped.name}"
-    return f"untrained (random init, seed {cfg.seed}): no shipped checkpoint for {cfg.model} yet"
+    return (f"untrained (random init, seed {cfg.seed}, calibrated on the verification frames): "
+            f"no shipped checkpoint for {cfg.model} yet")
 
 
 def instantiate(cfg, weights: Path | None = None):
     """The zoo model of `cfg` at its bit widths, weights loaded, in eval mode."""
     import torch
 
-    spec = cfg.model_spec
+    from models.zoo import build_model
+
     torch.manual_seed(cfg.seed)
-    model = spec.builder(weight_bits=cfg.weight_bits, act_bits=cfg.act_bits)
+    model = build_model(cfg.model, weight_bits=cfg.weight_bits, act_bits=cfg.act_bits)
     path = Path(weights) if weights is not None else shipped_checkpoint(cfg.model)
     if path is not None:
         load_checkpoint(model, path, cfg.model, cfg.weight_bits, cfg.act_bits)
     return model.eval()
+
+
+def is_untrained(cfg) -> bool:
+    return cfg.weights is None and shipped_checkpoint(cfg.model) is None
 
 
 def load_checkpoint(model, path: Path, model_name: str, weight_bits: int, act_bits: int) -> None:
@@ -69,18 +75,35 @@ def load_checkpoint(model, path: Path, model_name: str, weight_bits: int, act_bi
         raise InputFileError(path, f"holds a {type(ckpt).__name__}",
                              expected="a state dict or a dict with a 'state_dict' entry")
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    for key, value in state.items():
+        if key in own and tuple(value.shape) != tuple(own[key].shape):
+            raise InputFileError(path, f"key {key!r} has shape {tuple(value.shape)}",
+                                 expected=f"shape {tuple(own[key].shape)} for {model_name}")
+    try:
+        # strict=False: Brevitas loads the learned scales its fresh quantizers do not list yet;
+        # what is still missing or unexpected after that is reported below.
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ToolchainError(f"{path}: cannot load into {model_name}: {exc}") from None
+    missing, unexpected = result.missing_keys, result.unexpected_keys
     if missing or unexpected:
         first = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
         raise InputFileError(path, f"does not match model {model_name}: {first} "
                              f"({len(missing)} missing, {len(unexpected)} unexpected)",
                              expected=f"the state dict of {model_name}")
-    for key, value in state.items():
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise InputFileError(path, f"key {key!r} has shape {tuple(value.shape)}",
-                                 expected=f"shape {tuple(own[key].shape)} for {model_name}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:  # brevitas-specific loading problems
-        raise ToolchainError(f"{path}: cannot load into {model_name}: {exc}") from None
+
+
+def calibrate_untrained(model, x, passes: int = 40) -> None:
+    """Give a randomly initialised model realistic BatchNorm statistics and activation scales.
+
+    Brevitas learns activation scales from runtime statistics during the first training
+    passes; an untrained model would otherwise run with placeholder scales. Runs `passes`
+    forward passes in train mode without gradients on the frames `x`, leaves eval mode.
+    """
+    import torch
+
+    model.train()
+    with torch.no_grad():
+        for _ in range(passes):
+            model(x)
+    model.eval()

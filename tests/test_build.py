@@ -1,6 +1,7 @@
 """build.py: the argument contract, the step runner, checkpoints, resume and errors."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,23 @@ def test_golden_outputs_are_the_model_logits(built):
     golden = np.load(built / "report" / "golden_outputs.npz")
     assert golden["logits"].shape == (12, 24)
     assert np.isfinite(golden["logits"]).all()
+    # The checkpoint reproduces them: rebuild the model from it and run it again.
+    from flows.config import BuildConfig
+    from flows.steps import golden_logits
+    from models.checkpoints import instantiate
+
+    cfg = BuildConfig.load(built / "build_config.json")
+    model = instantiate(cfg, built / "intermediate" / "01_build_model.pt")
+    frames = np.load(built / "data" / "verify_frames.npz")
+    assert np.array_equal(golden_logits(model, frames["x"], cfg), golden["logits"])
+
+
+def test_model_report_names_the_weights(built):
+    report = json.loads((built / "report" / "model.json").read_text())
+    assert report["weight_bits"] == report["act_bits"] == 6
+    assert report["weights_count"] == 9318 and report["macs"] == 2_044_032
+    if not (Path("models/weights/bacalhaunet.pt")).exists():
+        assert report["weights"].startswith("untrained")
 
 
 def test_resume_from_a_step_reuses_the_earlier_checkpoint(built, tmp_path):
@@ -81,7 +99,7 @@ def test_until_stops_after_the_step(tmp_path):
     (["--model", "nonet", "--board", "pynq-z2"], "invalid choice: 'nonet'"),
     (["--model", "bacalhaunet", "--board", "zedboard"], "invalid choice: 'zedboard'"),
     (["--model", "bacalhaunet", "--board", "pynq-z2", "--until", "bitfile"], "invalid choice"),
-    (["--model", "bacalhaunet", "--board", "pynq-z2", "--bits", "0"], "--bits 0"),
+    (["--model", "bacalhaunet", "--board", "pynq-z2", "--bits", "1"], "--bits 1"),
 ])
 def test_bad_arguments_name_the_choices(args, message, capsys):
     with pytest.raises(SystemExit) as exc:

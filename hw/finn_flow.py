@@ -1,0 +1,544 @@
+"""FINN dataflow stages driven through finn-plus's Python API, and bit-exact execution of any stage.
+
+No part of this module uses finn's builder or needs Vivado. Stages, in order:
+
+    export_qonnx -> to_finn -> streamline -> insert_topk -> convert_to_hw -> partition
+    -> (dataflow_model) -> specialize -> set_folding -> estimates / generate_code
+
+Each stage takes a `ModelWrapper` and returns a new one (the input is not modified); the
+transformation sequence inside each is a plain chain, so it maps onto named build steps.
+Every stage can be executed in Python (`execute`, `compare_to_reference`): specialized
+`*_hls` / `*_rtl` nodes run as their generic HW op, and a dataflow partition runs inlined into
+its parent. Frames are executed one at a time: qonnx's Im2Col mixes frames at batch > 1.
+
+Call `hw.finn_env.configure_finn(build_dir)` before any stage that writes files (partition,
+code generation).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.custom_op.registry import getCustomOp
+from qonnx.transformation.fold_constants import FoldConstants
+from qonnx.transformation.general import (
+    GiveReadableTensorNames,
+    GiveUniqueNodeNames,
+    RemoveStaticGraphInputs,
+    RemoveUnusedTensors,
+)
+from qonnx.transformation.infer_data_layouts import InferDataLayouts
+from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.transformation.insert_topk import InsertTopK
+from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+from qonnx.util.cleanup import cleanup_model
+
+import finn.transformation.streamline.absorb as absorb
+import finn.transformation.streamline.reorder as reorder
+from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
+from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
+    InferDuplicateStreamsLayer,
+)
+from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
+    InferElementwiseBinaryOperation,
+)
+from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
+from finn.transformation.fpgadataflow.convert_to_hw.pool import InferPool
+from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
+    InferQuantizedMatrixVectorActivation,
+)
+from finn.transformation.fpgadataflow.convert_to_hw.thresholding import InferThresholdingLayer
+from finn.transformation.fpgadataflow.convert_to_hw.vector_vector_activation import (
+    InferVectorVectorActivation,
+)
+from finn.transformation.fpgadataflow.minimize_accumulator_width import MinimizeAccumulatorWidth
+from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
+from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
+from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+from finn.transformation.streamline import Streamline
+from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
+
+from flows.errors import ToolchainError
+from hw.transforms import (
+    OUTPUT_SCALE_KEY,
+    IntegerizeAddConstant,
+    MakeForkedMaxPoolNHWC,
+    MoveLinearPastEltwiseAddForkSafe,
+    RecordTopKInputScale,
+    RepeatUntilFixpoint,
+)
+
+__all__ = [
+    "Divergence", "StageCheck", "compare_to_reference", "convert_to_hw", "dataflow_model",
+    "estimates", "execute", "executable_copy", "export_qonnx", "first_divergence",
+    "generate_code", "insert_topk", "partition", "set_folding", "specialize", "streamline",
+    "to_finn", "verify", "with_dataflow_model",
+]
+
+_HW_DOMAIN = "finn.custom_op.fpgadataflow"
+_SDP = "StreamingDataflowPartition"
+
+
+# --- stages ------------------------------------------------------------------------------------
+
+def export_qonnx(model, input_shape: Sequence[int], path: str | Path) -> ModelWrapper:
+    """Export a Brevitas model for one frame of `input_shape` (without the batch axis) to QONNX
+    at `path` and return it cleaned up (qonnx `cleanup_model`: shapes, constants folded).
+
+    Uses the TorchScript exporter (`dynamo=False`): the dynamo exporter writes ReduceMean / Gemm /
+    Reshape, which FINN does not map.
+    """
+    import torch
+    from brevitas.export import export_qonnx as brevitas_export_qonnx
+
+    was_training = model.training
+    model.eval()
+    try:
+        brevitas_export_qonnx(model, torch.zeros(1, *input_shape), str(path), dynamo=False)
+    finally:
+        model.train(was_training)
+    return cleanup_model(ModelWrapper(str(path)))
+
+
+def to_finn(model: ModelWrapper) -> ModelWrapper:
+    """QONNX -> FINN-ONNX: Quant nodes on weights are folded, activation Quants become
+    MultiThreshold; then tidy up (shapes, constants, unique names, datatypes)."""
+    model = cleanup_model(model)
+    model = model.transform(ConvertQONNXtoFINN())
+    return _tidy(model)
+
+
+def streamline(model: ModelWrapper) -> ModelWrapper:
+    """Move every float scale and bias into thresholds, lower convolutions to Im2Col + MatMul in
+    NHWC, and leave integer tensors between the layers.
+
+    Beyond finn's default streamlining this runs the residual loop (scales moved past forks
+    before they are merged at the residual adds, until nothing changes), removes the
+    Transposes around the adds and before the Flatten, rounds thresholds, and turns the final
+    layer's bias into an integer Add in front of the output scale.
+    """
+    model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
+    model = model.transform(Streamline())
+    model = model.transform(LowerConvsToMatMul())
+    model = model.transform(MakeForkedMaxPoolNHWC())
+    model = model.transform(reorder.MakeMaxPoolNHWC())
+    model = model.transform(absorb.AbsorbTransposeIntoMultiThreshold())
+    model = model.transform(reorder.MakeMaxPoolNHWC())
+    model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    model = model.transform(RepeatUntilFixpoint([
+        reorder.MoveLinearPastFork(),  # first, so that no merged scale also feeds a branch
+        MoveLinearPastEltwiseAddForkSafe(),
+        reorder.MoveScalarLinearPastInvariants(),
+        Streamline(),
+    ]))
+    model = model.transform(RepeatUntilFixpoint([
+        reorder.MoveTransposePastFork(),
+        absorb.AbsorbConsecutiveTransposes(),
+        reorder.MoveTransposePastJoinAdd(),
+        absorb.AbsorbConsecutiveTransposes(),
+    ]))
+    model = model.transform(InferDataLayouts())
+    model = model.transform(absorb.AbsorbTransposeIntoFlatten())
+    # Thresholds on integer inputs: ceil and clip to the input range. Must precede
+    # MinimizeWeightBitWidth, which asserts non-negative thresholds on unsigned inputs.
+    model = model.transform(RoundAndClipThresholds())
+    model = model.transform(reorder.MoveMulPastAdd())
+    model = model.transform(IntegerizeAddConstant())
+    model = model.transform(InferDataTypes())
+    model = model.transform(InferDataLayouts())
+    return model.transform(RemoveUnusedTensors())
+
+
+def insert_topk(model: ModelWrapper, k: int = 1) -> ModelWrapper:
+    """Make the graph output the top-k class indices; the positive output scale is absorbed
+    into the TopK and recorded as metadata `output_scale` (logits = scores * output_scale)."""
+    model = model.transform(InsertTopK(k=k))
+    model = model.transform(RecordTopKInputScale())
+    model = model.transform(absorb.AbsorbScalarMulAddIntoTopK())
+    return model.transform(InferDataTypes())
+
+
+def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
+    """Map the streamlined graph onto FINN HW layers, thresholds standalone (not embedded in
+    MVAU/VVAU, where 6-bit activations on ~17-bit accumulators cost ~1.1k LUT per PE), then
+    minimize weight and accumulator widths (the residual adds become UINT7, not INT32)."""
+    for transformation in (
+        InferThresholdingLayer(),  # before the MatMul conversions: keeps thresholds standalone
+        InferQuantizedMatrixVectorActivation(),
+        InferVectorVectorActivation(),
+        InferLabelSelectLayer(),
+        InferPool(),
+        InferConvInpGen(),
+        InferElementwiseBinaryOperation(),
+        InferDuplicateStreamsLayer(),
+        absorb.AbsorbConsecutiveTransposes(),
+        RemoveCNVtoFCFlatten(),
+        GiveUniqueNodeNames(),
+        InferDataLayouts(),
+        InferDataTypes(),
+        InferShapes(),
+    ):
+        model = model.transform(transformation)
+    return _minimize_bit_widths(model)
+
+
+def partition(model: ModelWrapper, partition_dir: str | Path) -> ModelWrapper:
+    """Move all HW layers into one StreamingDataflowPartition whose model is written to
+    `partition_dir`; returns the parent graph. Raises if a non-HW layer sits between HW layers
+    or if the HW layers do not form a single partition."""
+    from finn.analysis.fpgadataflow.unsupported_layers import unsupported_layers
+    from finn.transformation.fpgadataflow.create_dataflow_partition import (
+        CreateDataflowPartition,
+    )
+
+    contiguous, first_bad = model.analysis(unsupported_layers)
+    if not contiguous:
+        raise ToolchainError(
+            f"layer {first_bad.name} ({first_bad.op_type}) is not a HW layer but sits between HW "
+            "layers; streamlining or HW conversion left it behind")
+    Path(partition_dir).mkdir(parents=True, exist_ok=True)
+    parent = model.transform(CreateDataflowPartition(partition_model_dir=str(partition_dir)))
+    sdps = parent.get_nodes_by_op_type(_SDP)
+    if len(sdps) != 1:
+        raise ToolchainError(f"expected one dataflow partition, got {len(sdps)}")
+    child = ModelWrapper(getCustomOp(sdps[0]).get_nodeattr("model"))
+    _copy_metadata(model, child)
+    child.save(getCustomOp(sdps[0]).get_nodeattr("model"))
+    return parent
+
+
+def dataflow_model(parent: ModelWrapper) -> ModelWrapper:
+    """The HW-only graph of the single dataflow partition of `parent`."""
+    sdps = parent.get_nodes_by_op_type(_SDP)
+    if len(sdps) != 1:
+        raise ToolchainError(f"expected one dataflow partition, got {len(sdps)}")
+    return ModelWrapper(getCustomOp(sdps[0]).get_nodeattr("model"))
+
+
+def specialize(model: ModelWrapper, fpga_part: str) -> ModelWrapper:
+    """Choose the HLS or RTL implementation of every HW layer for `fpga_part`."""
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    model = model.transform(SpecializeLayers(fpga_part))
+    model = model.transform(GiveUniqueNodeNames())
+    model = model.transform(InferShapes())
+    return model.transform(InferDataTypes())
+
+
+def set_folding(model: ModelWrapper, target_fps: float, clock_mhz: float,
+                mvau_wwidth_max: int = 36) -> ModelWrapper:
+    """Set PE/SIMD of every layer for `target_fps` at `clock_mhz` (finn's SetFolding with its
+    two-pass relaxation), then minimize bit widths again for the chosen implementations.
+
+    `mvau_wwidth_max` caps SIMD x weight bits per PE of the MVAUs (finn's default 36).
+    """
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+
+    target_cycles = int(clock_mhz * 1e6 / target_fps)
+    model = model.transform(SetFolding(target_cycles, mvau_wwidth_max=mvau_wwidth_max,
+                                       two_pass_relaxation=True))
+    return _minimize_bit_widths(model)
+
+
+def estimates(model: ModelWrapper, fpga_part: str, clock_mhz: float) -> dict:
+    """finn's analytical estimates of a folded dataflow model: per layer and total LUT, BRAM18,
+    URAM, DSP and cycles per frame, the bottleneck layer and the frame rate it allows."""
+    from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
+    from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+
+    cycles = model.analysis(exp_cycles_per_layer)
+    resources = model.analysis(lambda m: res_estimation(m, fpga_part))
+    performance = model.analysis(dataflow_performance)
+    layers = []
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        attrs = inst.get_nodeattr_types()
+        res = resources[node.name]
+        layers.append({
+            "name": node.name,
+            "op_type": node.op_type,
+            "pe": inst.get_nodeattr("PE") if "PE" in attrs else None,
+            "simd": inst.get_nodeattr("SIMD") if "SIMD" in attrs else None,
+            "cycles": int(cycles[node.name]),
+            "lut": float(res.get("LUT", 0)),
+            "bram18": int(res.get("BRAM_18K", 0)),
+            "uram": int(res.get("URAM", 0)),
+            "dsp": int(res.get("DSP", 0)),
+        })
+    total = {key: sum(layer[key] for layer in layers) for key in ("lut", "bram18", "uram", "dsp")}
+    max_cycles = int(performance["max_cycles"])
+    return {
+        "fpga_part": fpga_part,
+        "clock_mhz": clock_mhz,
+        "layers": layers,
+        "total": total,
+        "bottleneck": performance["max_cycles_node_name"],
+        "max_cycles": max_cycles,
+        "throughput_fps": clock_mhz * 1e6 / max_cycles,
+        "latency_cycles": int(performance["critical_path_cycles"]),
+    }
+
+
+def generate_code(model: ModelWrapper, fpga_part: str, clock_mhz: float) -> ModelWrapper:
+    """Generate each layer's sources below FINN_BUILD_DIR (finn's PrepareIP): filled Verilog /
+    SystemVerilog templates and memory files for RTL layers, HLS C++ and the Vitis HLS tcl
+    script for HLS layers. Turning those into IP (HLSSynthIP, stitching) needs Vivado/Vitis."""
+    from finn.transformation.fpgadataflow.prepare_ip import PrepareIP
+
+    model = model.transform(GiveUniqueNodeNames())
+    return model.transform(PrepareIP(fpga_part, 1000.0 / clock_mhz))
+
+
+def _tidy(model: ModelWrapper) -> ModelWrapper:
+    for transformation in (InferShapes(), FoldConstants(), GiveUniqueNodeNames(),
+                           GiveReadableTensorNames(), InferDataTypes(), RemoveStaticGraphInputs()):
+        model = model.transform(transformation)
+    return model
+
+
+def _minimize_bit_widths(model: ModelWrapper) -> ModelWrapper:
+    """finn's bit width minimization (as its step_minimize_bit_width): weights, accumulators,
+    thresholds rounded and clipped, then threshold widths once more."""
+    for transformation in (MinimizeWeightBitWidth(), MinimizeAccumulatorWidth(), InferDataTypes(),
+                           RoundAndClipThresholds(), InferDataTypes(), MinimizeWeightBitWidth(),
+                           InferDataTypes()):
+        model = model.transform(transformation)
+    return model
+
+
+def _copy_metadata(source: ModelWrapper, target: ModelWrapper) -> None:
+    for prop in source.model.metadata_props:
+        if target.get_metadata_prop(prop.key) is None:
+            target.set_metadata_prop(prop.key, prop.value)
+
+
+# --- execution ---------------------------------------------------------------------------------
+
+def with_dataflow_model(parent: ModelWrapper, child: ModelWrapper) -> ModelWrapper:
+    """The whole network as one graph: `parent` with its single dataflow partition replaced by
+    the nodes of `child` (e.g. the partition after specialization or folding)."""
+    sdps = parent.get_nodes_by_op_type(_SDP)
+    if len(sdps) != 1:
+        raise ToolchainError(f"expected one dataflow partition, got {len(sdps)}")
+    return _inline_partitions(parent, {sdps[0].name: child})
+
+
+def executable_copy(model: ModelWrapper) -> ModelWrapper:
+    """A copy of `model` that finn executes in Python: dataflow partitions inlined, and
+    specialized `*_hls` / `*_rtl` nodes (executable only in cppsim/rtlsim) mapped back to their
+    generic HW op, whose Python execution is the reference for both."""
+    model = _inline_partitions(model)
+    for node in model.graph.node:
+        for suffix in ("_hls", "_rtl"):
+            if node.domain in (f"{_HW_DOMAIN}.hls", f"{_HW_DOMAIN}.rtl") and \
+                    node.op_type.endswith(suffix):
+                node.op_type = node.op_type[: -len(suffix)]
+                node.domain = _HW_DOMAIN
+                getCustomOp(node)  # raises if the generic op does not exist
+    return model
+
+
+def _inline_partitions(model: ModelWrapper,
+                       children: dict[str, ModelWrapper] | None = None) -> ModelWrapper:
+    """Copy of `model` with every StreamingDataflowPartition node replaced by the nodes of its
+    model (or of `children[node.name]`)."""
+    model = copy.deepcopy(model)
+    graph = model.graph
+    for node in list(graph.node):
+        if node.op_type != _SDP:
+            continue
+        child = (children or {}).get(node.name)
+        if child is None:
+            child = ModelWrapper(getCustomOp(node).get_nodeattr("model"))
+        child = copy.deepcopy(child)
+        rename = {t.name: n for t, n in zip(child.graph.input, node.input)}
+        rename.update({t.name: n for t, n in zip(child.graph.output, node.output)})
+        own_tensors = {t for n in graph.node if n.op_type != _SDP for t in [*n.input, *n.output]}
+        clash = ((set(child.get_all_tensor_names()) | {t.name for t in child.graph.initializer})
+                 - set(rename)) & own_tensors
+        if clash:
+            raise ToolchainError(f"partition {node.name} reuses tensor names of its parent: "
+                                 f"{sorted(clash)[:5]}")
+        child_tensors = set(child.get_all_tensor_names()) | {
+            t.name for t in child.graph.initializer}
+        for name in sorted(child_tensors):
+            if name in rename:
+                continue
+            if child.get_initializer(name) is not None:
+                model.set_initializer(name, child.get_initializer(name))
+            model.set_tensor_datatype(name, child.get_tensor_datatype(name))
+            shape = child.get_tensor_shape(name)
+            if shape is not None and child.get_initializer(name) is None:
+                model.set_tensor_shape(name, shape)
+        index = list(graph.node).index(node)
+        graph.node.remove(node)
+        for offset, child_node in enumerate(child.graph.node):
+            for i, name in enumerate(child_node.input):
+                child_node.input[i] = rename.get(name, name)
+            for i, name in enumerate(child_node.output):
+                child_node.output[i] = rename.get(name, name)
+            graph.node.insert(index + offset, child_node)
+        _copy_metadata(child, model)
+    return model
+
+
+def execute(model: ModelWrapper, frames: np.ndarray) -> np.ndarray:
+    """Execute any stage of `model` in Python on `frames` (N, ...), one frame at a time, and
+    return its output stacked over the frames. Frames are in the layout of the graph's input."""
+    return _run(executable_copy(model), frames)["output"]
+
+
+def _run(exe: ModelWrapper, frames: np.ndarray, tensors: Sequence[str] = ()) -> \
+        dict[str, np.ndarray]:
+    """Execute an executable copy frame by frame; "output" and each of `tensors`, stacked."""
+    from finn.core.onnx_exec import execute_onnx
+
+    in_name, out_name = exe.graph.input[0].name, exe.graph.output[0].name
+    results: dict[str, list[np.ndarray]] = {"output": [], **{t: [] for t in tensors}}
+    for frame in frames:
+        context = execute_onnx(exe, {in_name: frame[None].astype(np.float32)},
+                               return_full_exec_context=bool(tensors))
+        results["output"].append(context[out_name])
+        for name in tensors:
+            results[name].append(context[name])
+    return {name: np.concatenate(values) for name, values in results.items()}
+
+
+@dataclass(frozen=True)
+class StageCheck:
+    """One stage's outputs against the reference logits."""
+
+    frames: int
+    classes_equal: int  # frames whose top-1 class equals the reference's
+    max_abs_diff: float  # largest |logit - reference logit| (logits from scores x output_scale)
+
+    @property
+    def exact_classes(self) -> bool:
+        return self.classes_equal == self.frames
+
+
+def compare_to_reference(model: ModelWrapper, frames: np.ndarray,
+                         reference_logits: np.ndarray) -> StageCheck:
+    """Execute `model` and compare with `reference_logits` (N, classes).
+
+    A graph ending in TopK / LabelSelect is compared on its top-1 index and on the scores that
+    enter it, times the `output_scale` recorded when the scale was absorbed.
+    """
+    exe = executable_copy(model)
+    last = exe.find_producer(exe.graph.output[0].name)
+    if last is not None and last.op_type in ("TopK", "LabelSelect"):
+        if exe.get_metadata_prop(OUTPUT_SCALE_KEY) is None:
+            raise ToolchainError(f"the graph ends in {last.op_type} but has no {OUTPUT_SCALE_KEY}"
+                                 " metadata: insert the TopK with insert_topk()")
+        scale = float(exe.get_metadata_prop(OUTPUT_SCALE_KEY))
+        out = _run(exe, frames, tensors=[last.input[0]])
+        classes = out["output"].reshape(len(frames), -1)[:, 0].astype(int)
+        logits = out[last.input[0]].reshape(len(frames), -1) * scale
+    else:
+        logits = _run(exe, frames)["output"].reshape(len(frames), -1)
+        classes = logits.argmax(axis=1)
+    return StageCheck(
+        frames=len(frames),
+        classes_equal=int((classes == reference_logits.argmax(axis=1)).sum()),
+        max_abs_diff=float(np.abs(logits - reference_logits).max()),
+    )
+
+
+def verify(stage: str, model: ModelWrapper, frames: np.ndarray, reference_logits: np.ndarray,
+           *, previous: ModelWrapper | None = None, atol: float = 1e-4,
+           evidence_dir: str | Path | None = None) -> StageCheck:
+    """`compare_to_reference`, failing loudly: if a top-1 class differs or a logit is off by more
+    than `atol`, write the frames and reference logits to `evidence_dir` and raise with the
+    size of the difference and, when the `previous` stage is given, the first node where the
+    two stages diverge on the first frame."""
+    check = compare_to_reference(model, frames, reference_logits)
+    if check.exact_classes and check.max_abs_diff <= atol:
+        return check
+    message = (f"verification failed after {stage}: {check.classes_equal}/{check.frames} top-1 "
+               f"classes equal, max |logit diff| {check.max_abs_diff:.3g} (allowed {atol:g})")
+    if previous is not None:
+        try:
+            message += f"; first divergence from the previous stage: " \
+                       f"{first_divergence(previous, model, frames[0])}"
+        except ToolchainError as err:
+            message += f"; no node-by-node comparison: {err}"
+    if evidence_dir is not None:
+        evidence_dir = Path(evidence_dir)
+        evidence_dir.mkdir(parents=True, exist_ok=True)
+        np.save(evidence_dir / f"{stage}_frames.npy", frames)
+        np.save(evidence_dir / f"{stage}_reference_logits.npy", reference_logits)
+        model.save(str(evidence_dir / f"{stage}.onnx"))
+        message += f"; frames, reference logits and the model are in {evidence_dir}"
+    raise ToolchainError(message)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The first tensor, in `model_b`'s node order, where two stages disagree."""
+
+    node: str  # node of model_b producing the tensor
+    op_type: str
+    tensor: str
+    max_abs_diff: float  # nan when the values break the tensor's datatype annotation instead
+    reason: str  # "value" or "datatype"
+    compared: int  # tensors compared before (and including) this one
+
+
+def first_divergence(model_a: ModelWrapper, model_b: ModelWrapper, frame: np.ndarray,
+                     atol: float = 1e-4) -> Divergence | None:
+    """Execute both stages on one frame and walk `model_b`'s nodes in order: return the first
+    output tensor whose values are not allowed by its datatype annotation, or that also exists
+    in `model_a` under the same name and datatype (NCHW and NHWC layouts are matched) with a
+    different value. None if all of them agree. Raises if no tensor could be compared.
+
+    Tensors are matched by name, so use it between stages that keep names: from `streamline`
+    on, each stage keeps the names of the tensors it does not replace. Across `to_finn` ->
+    `streamline` names are reused for other values (a MultiThreshold output before and after
+    its bias is absorbed): compare each of those stages with the reference instead."""
+    from finn.core.onnx_exec import execute_onnx
+
+    exe_a, exe_b = executable_copy(model_a), executable_copy(model_b)
+    x = frame[None].astype(np.float32)
+    ctx_a = execute_onnx(exe_a, {exe_a.graph.input[0].name: x}, return_full_exec_context=True)
+    ctx_b = execute_onnx(exe_b, {exe_b.graph.input[0].name: x}, return_full_exec_context=True)
+    compared = 0
+    for node in exe_b.graph.node:
+        for name in node.output:
+            value = ctx_b[name]
+            dtype = exe_b.get_tensor_datatype(name)
+            if dtype.is_integer() and not np.all(dtype.allowed(value)):
+                return Divergence(node.name, node.op_type, name, float("nan"), "datatype",
+                                  compared + 1)
+            if name not in ctx_a or ctx_a[name] is None:
+                continue
+            if exe_a.get_tensor_datatype(name) != dtype:
+                continue  # same name, other meaning (e.g. before and after a scale moved)
+            compared += 1
+            diff = _layout_matched_diff(ctx_a[name], value)
+            if diff > atol:
+                return Divergence(node.name, node.op_type, name, diff, "value", compared)
+    if compared == 0:
+        raise ToolchainError("the two stages share no tensor names; compare each of them with "
+                             "the reference instead")
+    return None
+
+
+def _layout_matched_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """max |a - b| after matching NCHW / NHWC layouts and dropping unit axes; inf if the
+    shapes cannot be matched."""
+    if a.shape == b.shape:
+        return float(np.abs(a - b).max())
+    if a.ndim == 4 and b.ndim == 4:
+        for perm in ((0, 2, 3, 1), (0, 3, 1, 2)):
+            if a.transpose(perm).shape == b.shape:
+                return float(np.abs(a.transpose(perm) - b).max())
+    if a.size == b.size and np.squeeze(a).shape == np.squeeze(b).shape:
+        return float(np.abs(np.squeeze(a) - np.squeeze(b)).max())
+    return float("inf")

@@ -1,0 +1,293 @@
+"""Graph transformations that fill gaps in finn-plus 1.6.1 on residual 1D CNNs.
+
+Each class follows the qonnx contract (`apply(model) -> (model, changed)`, where `changed`
+asks `ModelWrapper.transform` to apply it once more), does one thing, and is written so it
+could be proposed upstream. Which stock behaviour each one works around, with a graph that
+shows it, is in `tests/hw/test_transforms.py`; the measurements are in the project notes on
+finn-plus.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from onnx import helper
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.transformation.base import Transformation
+from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.util.basic import get_by_name
+
+__all__ = [
+    "OUTPUT_SCALE_KEY", "IntegerizeAddConstant", "MakeForkedMaxPoolNHWC",
+    "MoveLinearPastEltwiseAddForkSafe", "RecordTopKInputScale", "RepeatUntilFixpoint",
+]
+
+# Metadata key under which `RecordTopKInputScale` keeps the scale of the scores that enter the
+# TopK / LabelSelect at the graph output: logits = scores * float(metadata[OUTPUT_SCALE_KEY]).
+OUTPUT_SCALE_KEY = "output_scale"
+
+_TO_NHWC = [0, 2, 3, 1]
+_TO_NCHW = [0, 3, 1, 2]
+
+
+def _graph_fingerprint(model: ModelWrapper) -> bytes:
+    """Bytes that change whenever a node, its wiring or a constant changes (value_info and
+    annotations are left out: shape and datatype inference rewrite them in every pass)."""
+    graph = model.graph
+    parts = [n.SerializeToString(deterministic=True) for n in graph.node]
+    parts += [t.SerializeToString(deterministic=True) for t in graph.initializer]
+    return b"\0".join(parts)
+
+
+def _perm(node) -> list[int] | None:
+    attr = get_by_name(node.attribute, "perm")
+    return list(attr.ints) if attr is not None else None
+
+
+class RepeatUntilFixpoint(Transformation):
+    """Apply a sequence of transformations over and over until a whole pass leaves the graph
+    unchanged.
+
+    Streamlining a residual network needs this: moving a scale past a fork creates the two
+    equal scales that `MoveLinearPastEltwiseAdd` merges at the join, which `Streamline` then
+    absorbs, which can expose the next fork. Raises if no fixpoint is reached within
+    `max_passes` (a transformation pair that undoes each other).
+    """
+
+    def __init__(self, transformations: Sequence[Transformation], max_passes: int = 20):
+        super().__init__()
+        if not transformations:
+            raise ValueError("RepeatUntilFixpoint needs at least one transformation")
+        self.transformations = tuple(transformations)
+        self.max_passes = max_passes
+        self.passes_run = 0  # passes of the last apply(), the last one changing nothing
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for n_pass in range(1, self.max_passes + 1):
+            before = _graph_fingerprint(model)
+            for transformation in self.transformations:
+                model = model.transform(transformation)
+            if _graph_fingerprint(model) == before:
+                self.passes_run = n_pass
+                # Already at the fixpoint: asking for another application would be a no-op.
+                return model, False
+        names = ", ".join(type(t).__name__ for t in self.transformations)
+        raise RuntimeError(f"no fixpoint after {self.max_passes} passes of [{names}]")
+
+
+class MoveLinearPastEltwiseAddForkSafe(Transformation):
+    """(x * C) + (y * C) -> (x + y) * C and (x + A) + (y + B) -> (x + y) + (A + B), skipping
+    joins where a Mul/Add producer also feeds another node.
+
+    finn's `MoveLinearPastEltwiseAdd` rewires such a producer regardless: its output tensor
+    stops being produced and the other consumer silently reads a stale or zero tensor. Here
+    those joins are left alone; run `MoveLinearPastFork` first to split the producer so the
+    join can be simplified.
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for node in model.graph.node:
+            producers = self._movable_producers(model, node)
+            if producers is None:
+                continue
+            self._move(model, node, *producers)
+            model = model.transform(InferShapes())
+            model = model.transform(InferDataTypes())
+            return model, True  # one join at a time: the node list has changed
+        return model, False
+
+    @staticmethod
+    def _movable_producers(model: ModelWrapper, node):
+        """(prod0, prod1) if `node` is a join Add whose inputs both come from single-consumer
+        Mul nodes with equal constants or Add nodes with constants; else None."""
+        if node.op_type != "Add" or len(node.input) != 2:
+            return None
+        if any(model.get_initializer(name) is not None for name in node.input):
+            return None
+        prod0, prod1 = (model.find_producer(name) for name in node.input)
+        if prod0 is None or prod1 is None or prod0 is prod1:
+            return None
+        if prod0.op_type != prod1.op_type or prod0.op_type not in ("Mul", "Add"):
+            return None
+        if model.is_fork_node(prod0) or model.is_fork_node(prod1):
+            return None
+        c0, c1 = (model.get_initializer(p.input[1]) for p in (prod0, prod1))
+        if c0 is None or c1 is None:
+            return None
+        if prod0.op_type == "Mul" and not np.array_equal(c0, c1):
+            return None
+        return prod0, prod1
+
+    @staticmethod
+    def _move(model: ModelWrapper, add, prod0, prod1) -> None:
+        """Rewire x -> prod0 -> add <- prod1 <- y into (x, y) -> add -> prod0."""
+        graph = model.graph
+        if prod0.op_type == "Add":
+            model.set_initializer(prod0.input[1], model.get_initializer(prod0.input[1])
+                                  + model.get_initializer(prod1.input[1]))
+        mid, out = add.input[0], add.output[0]
+        add.input[0], add.input[1] = prod0.input[0], prod1.input[0]
+        add.output[0] = mid
+        prod0.input[0], prod0.output[0] = mid, out
+        graph.node.remove(prod1)
+        graph.node.remove(prod0)
+        graph.node.insert(list(graph.node).index(add) + 1, prod0)
+        # The two tensors changed meaning: let shape and datatype inference redo them.
+        model.set_tensor_shape(mid, None)
+        model.set_tensor_shape(out, None)
+        model.set_tensor_datatype(mid, DataType["FLOAT32"])
+
+
+class MakeForkedMaxPoolNHWC(Transformation):
+    """Turn an NCHW MaxPool whose output forks, one branch into an NHWC Transpose, into
+    Transpose(NHWC) -> MaxPoolNHWC, feeding the NHWC branches directly and the others through
+    one Transpose back to NCHW.
+
+    finn's `MakeMaxPoolNHWC` looks only at the first consumer: it swaps MaxPool and that
+    Transpose and the other branches keep reading the old MaxPool output, which nothing
+    produces any more. Run this before `MakeMaxPoolNHWC`, which then handles the unforked
+    MaxPools; the Transpose left in front of the pool cancels with the one lowering put there.
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for node in model.graph.node:
+            if node.op_type != "MaxPool":
+                continue
+            consumers = model.find_consumers(node.output[0])
+            to_nhwc = [c for c in consumers
+                       if c.op_type == "Transpose" and _perm(c) == _TO_NHWC]
+            if len(consumers) < 2 or not to_nhwc:
+                continue
+            self._check_supported(model, node, to_nhwc)
+            self._rewrite(model, node, consumers, to_nhwc)
+            return model.transform(InferShapes()), True
+        return model, False
+
+    @staticmethod
+    def _check_supported(model: ModelWrapper, node, to_nhwc) -> None:
+        dilations = get_by_name(node.attribute, "dilations")
+        if dilations is not None and any(d != 1 for d in dilations.ints):
+            raise ValueError(f"{node.name}: MaxPoolNHWC has no dilation; got "
+                             f"{list(dilations.ints)}")
+        if len(model.get_tensor_shape(node.input[0])) != 4:
+            raise ValueError(f"{node.name}: expected a 4D NCHW input")
+        graph_outputs = {o.name for o in model.graph.output}
+        for t in to_nhwc:
+            if t.output[0] in graph_outputs:
+                raise ValueError(f"{t.name}: an NHWC Transpose that is a graph output cannot "
+                                 "be absorbed; add an Identity behind it")
+
+    @staticmethod
+    def _rewrite(model: ModelWrapper, pool, consumers, to_nhwc) -> None:
+        graph = model.graph
+        x, y = pool.input[0], pool.output[0]
+        b, c, h, w = model.get_tensor_shape(x)
+        _, _, ho, wo = model.get_tensor_shape(y)
+        x_nhwc, y_nhwc = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
+        model.set_tensor_shape(x_nhwc, [b, h, w, c])
+        model.set_tensor_shape(y_nhwc, [b, ho, wo, c])
+        model.set_tensor_datatype(x_nhwc, model.get_tensor_datatype(x))
+        model.set_tensor_datatype(y_nhwc, model.get_tensor_datatype(y))
+
+        def attr(name, default):
+            found = get_by_name(pool.attribute, name)
+            return default if found is None else (found.i if name == "ceil_mode" else
+                                                  list(found.ints))
+
+        # MaxPoolNHWC wants every attribute that ONNX MaxPool lets default
+        nhwc_pool = helper.make_node(
+            "MaxPoolNHWC", [x_nhwc], [y_nhwc], name=pool.name, domain="qonnx.custom_op.general",
+            kernel_shape=attr("kernel_shape", None), pads=attr("pads", [0, 0, 0, 0]),
+            strides=attr("strides", [1, 1]), ceil_mode=attr("ceil_mode", 0))
+        index = list(graph.node).index(pool)
+        graph.node.remove(pool)
+        new_nodes = [helper.make_node("Transpose", [x], [x_nhwc], perm=_TO_NHWC,
+                                      name=pool.name + "_to_nhwc"), nhwc_pool]
+        if len(to_nhwc) < len(consumers):  # NCHW branches remain: give them y back
+            new_nodes.append(helper.make_node("Transpose", [y_nhwc], [y], perm=_TO_NCHW,
+                                              name=pool.name + "_to_nchw"))
+        for offset, new in enumerate(new_nodes):
+            graph.node.insert(index + offset, new)
+        for t in to_nhwc:
+            for reader in model.find_consumers(t.output[0]):
+                for i, name in enumerate(reader.input):
+                    if name == t.output[0]:
+                        reader.input[i] = y_nhwc
+            graph.node.remove(t)
+
+
+class IntegerizeAddConstant(Transformation):
+    """Add(x, c) with an integer x and a constant c whose every value lies within rounding
+    error of an integer: round c and annotate it with the smallest integer datatype.
+
+    Streamlining a quantized linear layer with an integer bias (Brevitas `Int32Bias`, bias =
+    b_int * s) and moving its scale to the end (`MoveMulPastAdd`) leaves b / s in float32,
+    e.g. 240.99998 for 241. As float, the Add becomes a FLOAT32 hardware layer; rounded, it is
+    an exact integer add. The change is at most `atol + rtol * |c|` per element.
+    """
+
+    def __init__(self, atol: float = 1e-3, rtol: float = 1e-6):
+        super().__init__()
+        self.atol = atol
+        self.rtol = rtol
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        changed = False
+        for node in model.graph.node:
+            if node.op_type != "Add" or len(node.input) != 2:
+                continue
+            const_name = next((n for n in node.input if model.get_initializer(n) is not None),
+                              None)
+            dyn_name = next((n for n in node.input if model.get_initializer(n) is None), None)
+            if const_name is None or dyn_name is None:
+                continue
+            if not model.get_tensor_datatype(dyn_name).is_integer():
+                continue
+            const = model.get_initializer(const_name)
+            if model.get_tensor_datatype(const_name).is_integer():
+                continue
+            rounded = np.round(const)
+            if not np.all(np.abs(const - rounded) <= self.atol + self.rtol * np.abs(const)):
+                continue
+            model.set_initializer(const_name, rounded.astype(np.float32))
+            model.set_tensor_datatype(const_name, _smallest_int_type(rounded))
+            changed = True
+        if changed:
+            model = model.transform(InferDataTypes())
+        return model, False
+
+
+def _smallest_int_type(values: np.ndarray) -> DataType:
+    """Smallest (U)INT datatype holding every value."""
+    lo, hi = float(values.min()), float(values.max())
+    if lo >= 0:
+        return DataType.get_smallest_possible(hi)
+    # INTn holds [-2^(n-1), 2^(n-1) - 1]: the type holding min(lo, -hi - 1) holds both ends
+    return DataType.get_smallest_possible(min(lo, -hi - 1))
+
+
+class RecordTopKInputScale(Transformation):
+    """Record, as model metadata `output_scale`, the positive scalar Mul feeding the TopK at the
+    graph output.
+
+    finn's `AbsorbScalarMulAddIntoTopK` deletes that Mul: class indices do not change, but the
+    scores that reach TopK (and later LabelSelect) are then logits / scale. Recording the scale
+    lets a driver or a verification step recover the logits. Run it just before the absorption,
+    after streamlining has collapsed consecutive Muls into one (a chain is not followed).
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        topks = model.get_nodes_by_op_type("TopK")
+        if len(topks) != 1:
+            raise ValueError(f"expected one TopK node, found {len(topks)}; run InsertTopK first")
+        producer = model.find_producer(topks[0].input[0])
+        if producer is None or producer.op_type != "Mul":
+            return model, False
+        scale = model.get_initializer(producer.input[1])
+        if scale is None or scale.size != 1 or float(scale.item()) <= 0:
+            return model, False
+        model.set_metadata_prop(OUTPUT_SCALE_KEY, repr(float(scale.item())))
+        return model, False

@@ -1,0 +1,255 @@
+"""The project's graph transformations, each on a small graph that reproduces the finn-plus bug.
+
+A `test_stock_*` test shows the stock behaviour the class works around: when it starts failing,
+finn-plus has fixed the bug and the project's class can be retired. The other tests show the
+fix on the same graph. Every graph is checked by executing it against the untransformed graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+from qonnx.transformation.base import Transformation
+from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.transformation.insert_topk import InsertTopK
+from qonnx.util.basic import qonnx_make_model
+
+from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
+    InferElementwiseBinaryOperation,
+)
+from finn.transformation.streamline.absorb import AbsorbScalarMulAddIntoTopK
+from finn.transformation.streamline.reorder import (
+    MakeMaxPoolNHWC,
+    MoveLinearPastEltwiseAdd,
+    MoveLinearPastFork,
+)
+from hw.transforms import (
+    OUTPUT_SCALE_KEY,
+    IntegerizeAddConstant,
+    MakeForkedMaxPoolNHWC,
+    MoveLinearPastEltwiseAddForkSafe,
+    RecordTopKInputScale,
+    RepeatUntilFixpoint,
+)
+
+
+def _model(nodes, inputs, outputs, initializers=None) -> ModelWrapper:
+    """A ModelWrapper from (name, shape) inputs/outputs and {name: array} initializers."""
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs]
+    vo = [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs]
+    graph = helper.make_graph(nodes, "g", vi, vo)
+    model = ModelWrapper(qonnx_make_model(graph, producer_name="test"))
+    for name, value in (initializers or {}).items():
+        model.set_initializer(name, np.asarray(value, dtype=np.float32))
+    return model.transform(InferShapes())
+
+
+def _run(model: ModelWrapper, feed: dict) -> dict | None:
+    """All graph outputs, or None when the graph no longer executes."""
+    try:
+        return execute_onnx(model, feed)
+    except Exception:
+        return None
+
+
+def _same(out: dict | None, ref: dict) -> bool:
+    return out is not None and all(
+        out[k].shape == ref[k].shape and np.allclose(out[k], ref[k], atol=1e-6) for k in ref)
+
+
+# --- MoveLinearPastEltwiseAddForkSafe ----------------------------------------------------------
+
+def _forked_mul_join():
+    """a = x * 2 feeds both the residual Add and a Relu branch; b = y * 2."""
+    nodes = [
+        helper.make_node("Mul", ["x", "c0"], ["a"], name="mul_a"),
+        helper.make_node("Mul", ["y", "c1"], ["b"], name="mul_b"),
+        helper.make_node("Add", ["a", "b"], ["sum"], name="add"),
+        helper.make_node("Relu", ["a"], ["branch"], name="relu"),
+    ]
+    model = _model(nodes, [("x", [1, 4]), ("y", [1, 4])], [("sum", [1, 4]), ("branch", [1, 4])],
+                   {"c0": [2.0], "c1": [2.0]})
+    rng = np.random.default_rng(0)
+    feed = {"x": rng.normal(size=(1, 4)).astype(np.float32),
+            "y": rng.normal(size=(1, 4)).astype(np.float32)}
+    return model, feed
+
+
+def test_stock_move_linear_past_eltwise_add_corrupts_forked_mul():
+    model, feed = _forked_mul_join()
+    ref = execute_onnx(model, feed)
+    out = _run(model.transform(MoveLinearPastEltwiseAdd()), feed)
+    assert not _same(out, ref)  # the Relu branch now reads x + y instead of x * 2
+
+
+def test_fork_safe_add_leaves_forked_mul_alone():
+    model, feed = _forked_mul_join()
+    ref = execute_onnx(model, feed)
+    moved = model.transform(MoveLinearPastEltwiseAddForkSafe())
+    assert [n.op_type for n in moved.graph.node] == [n.op_type for n in model.graph.node]
+    assert _same(_run(moved, feed), ref)
+
+
+def test_fork_safe_add_merges_scales_after_move_linear_past_fork():
+    model, feed = _forked_mul_join()
+    ref = execute_onnx(model, feed)
+    moved = model.transform(MoveLinearPastFork()).transform(MoveLinearPastEltwiseAddForkSafe())
+    add = moved.get_nodes_by_op_type("Add")[0]
+    assert all(moved.find_producer(t) is None for t in add.input)  # x + y, no Mul in front
+    assert moved.find_consumer(add.output[0]).op_type == "Mul"
+    assert _same(_run(moved, feed), ref)
+
+
+def test_fork_safe_add_sums_constant_biases():
+    nodes = [helper.make_node("Add", ["x", "a"], ["xa"]),
+             helper.make_node("Add", ["y", "b"], ["yb"]),
+             helper.make_node("Add", ["xa", "yb"], ["out"])]
+    model = _model(nodes, [("x", [1, 3]), ("y", [1, 3])], [("out", [1, 3])],
+                   {"a": [1.0, 2.0, 3.0], "b": [0.5, 0.5, -1.0]})
+    feed = {"x": np.ones((1, 3), np.float32), "y": np.full((1, 3), 2.0, np.float32)}
+    ref = execute_onnx(model, feed)
+    moved = model.transform(MoveLinearPastEltwiseAddForkSafe())
+    last = moved.find_producer("out")
+    assert last.op_type == "Add" and np.allclose(moved.get_initializer(last.input[1]),
+                                                 [1.5, 2.5, 2.0])
+    assert _same(_run(moved, feed), ref)
+
+
+# --- MakeForkedMaxPoolNHWC ---------------------------------------------------------------------
+
+def _forked_maxpool(dilations=None):
+    """MaxPool (NCHW) whose output feeds an NHWC Transpose first and a Relu second."""
+    pool_attrs = {"kernel_shape": [1, 2], "strides": [1, 2]}
+    if dilations:
+        pool_attrs["dilations"] = dilations
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["p"], name="pool", **pool_attrs),
+        helper.make_node("Transpose", ["p"], ["t"], perm=[0, 2, 3, 1], name="to_nhwc"),
+        helper.make_node("Relu", ["t"], ["out_nhwc"], name="relu_nhwc"),
+        helper.make_node("Relu", ["p"], ["out_nchw"], name="relu_nchw"),
+    ]
+    model = _model(nodes, [("x", [1, 4, 1, 8])],
+                   [("out_nhwc", [1, 1, 4, 4]), ("out_nchw", [1, 4, 1, 4])])
+    feed = {"x": np.random.default_rng(1).normal(size=(1, 4, 1, 8)).astype(np.float32)}
+    return model, feed
+
+
+def test_stock_make_maxpool_nhwc_breaks_the_other_branch():
+    model, feed = _forked_maxpool()
+    ref = execute_onnx(model, feed)
+    out = _run(model.transform(MakeMaxPoolNHWC()), feed)
+    assert not _same(out, ref)  # the NCHW branch reads the un-pooled input
+
+
+def test_forked_maxpool_nhwc_keeps_every_branch():
+    model, feed = _forked_maxpool()
+    ref = execute_onnx(model, feed)
+    nhwc = model.transform(MakeForkedMaxPoolNHWC()).transform(MakeMaxPoolNHWC())
+    ops = [n.op_type for n in nhwc.graph.node]
+    assert "MaxPool" not in ops and ops.count("MaxPoolNHWC") == 1
+    assert ops.count("Transpose") == 2  # into the pool, and back to NCHW for the Relu branch
+    assert _same(_run(nhwc, feed), ref)
+
+
+def test_forked_maxpool_rejects_dilation():
+    model, _ = _forked_maxpool(dilations=[1, 2])
+    with pytest.raises(ValueError, match="dilation"):
+        model.transform(MakeForkedMaxPoolNHWC())
+
+
+# --- IntegerizeAddConstant ---------------------------------------------------------------------
+
+def _int_bias_add(bias):
+    """INT8 x plus a per-channel constant (an integer bias b_int * s / s left in float32)."""
+    model = _model([helper.make_node("Add", ["x", "b"], ["out"], name="bias")],
+                   [("x", [1, 4])], [("out", [1, 4])], {"b": bias})
+    model.set_tensor_datatype("x", DataType["INT8"])
+    return model.transform(InferDataTypes())
+
+
+def test_stock_float_bias_becomes_float_hw_add():
+    model = _int_bias_add([240.99998, -3.0000002, 0.0, 7.0])
+    hw = model.transform(InferElementwiseBinaryOperation())
+    assert hw.get_tensor_datatype("out") == DataType["FLOAT32"]
+
+
+def test_integerized_bias_becomes_integer_hw_add():
+    model = _int_bias_add([240.99998, -3.0000002, 0.0, 7.0])
+    feed = {"x": np.array([[-128, 5, 0, 127]], np.float32)}
+    fixed = model.transform(IntegerizeAddConstant())
+    assert np.array_equal(fixed.get_initializer("b"), [241, -3, 0, 7])
+    assert fixed.get_tensor_datatype("b") == DataType["INT9"]
+    hw = fixed.transform(InferElementwiseBinaryOperation())
+    assert hw.get_tensor_datatype("out").is_integer()
+    assert np.abs(execute_onnx(fixed, feed)["out"] - execute_onnx(model, feed)["out"]).max() < 1e-4
+
+
+def test_integerize_leaves_real_fractions_alone():
+    model = _int_bias_add([0.4, 1.0, 2.0, 3.0])
+    fixed = model.transform(IntegerizeAddConstant())
+    assert np.allclose(fixed.get_initializer("b"), [0.4, 1.0, 2.0, 3.0])
+    assert fixed.get_tensor_datatype("out") == DataType["FLOAT32"]
+
+
+# --- RecordTopKInputScale ----------------------------------------------------------------------
+
+def _scaled_scores():
+    model = _model([helper.make_node("Mul", ["x", "s"], ["logits"], name="scale")],
+                   [("x", [1, 5])], [("logits", [1, 5])], {"s": [0.25]})
+    return model.transform(InsertTopK(k=1)).transform(InferShapes())
+
+
+def test_stock_topk_absorption_loses_the_output_scale():
+    model = _scaled_scores().transform(AbsorbScalarMulAddIntoTopK())
+    assert not model.get_nodes_by_op_type("Mul")
+    assert model.get_metadata_prop(OUTPUT_SCALE_KEY) is None
+
+
+def test_recorded_scale_recovers_logits_from_topk_scores():
+    model = _scaled_scores()
+    x = np.array([[1.0, -2.0, 8.0, 3.0, 0.0]], np.float32)
+    logits = execute_onnx(model, {"x": x}, return_full_exec_context=True)["logits"]
+    absorbed = model.transform(RecordTopKInputScale()).transform(AbsorbScalarMulAddIntoTopK())
+    topk = absorbed.get_nodes_by_op_type("TopK")[0]
+    scores = execute_onnx(absorbed, {"x": x}, return_full_exec_context=True)[topk.input[0]]
+    scale = float(absorbed.get_metadata_prop(OUTPUT_SCALE_KEY))
+    assert np.allclose(scores * scale, logits)
+    # applying it twice records the same scale, not its square
+    again = model.transform(RecordTopKInputScale()).transform(RecordTopKInputScale())
+    assert float(again.get_metadata_prop(OUTPUT_SCALE_KEY)) == 0.25
+
+
+def test_record_scale_needs_a_topk():
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], [("x", [1, 2])], [("y", [1, 2])])
+    with pytest.raises(ValueError, match="TopK"):
+        model.transform(RecordTopKInputScale())
+
+
+# --- RepeatUntilFixpoint -----------------------------------------------------------------------
+
+def test_fixpoint_loop_streamlines_the_forked_join():
+    model, feed = _forked_mul_join()
+    ref = execute_onnx(model, feed)
+    loop = RepeatUntilFixpoint([MoveLinearPastFork(), MoveLinearPastEltwiseAddForkSafe()])
+    fixed = model.transform(loop)
+    assert loop.passes_run == 2  # one pass that changes the graph, one that confirms
+    assert _same(_run(fixed, feed), ref)
+
+
+class _Flip(Transformation):
+    """Negates a constant on every application: never reaches a fixpoint."""
+
+    def apply(self, model):
+        model.set_initializer("c0", -model.get_initializer("c0"))
+        return model, False
+
+
+def test_fixpoint_loop_raises_when_it_never_settles():
+    model, _ = _forked_mul_join()
+    with pytest.raises(RuntimeError, match="no fixpoint after 3 passes"):
+        model.transform(RepeatUntilFixpoint([_Flip()], max_passes=3))
