@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from flows.steps import DEFAULT_FLOW
+    from flows.presets import DEFAULT_FLOW
     from hw.boards import BOARDS
     from models.registry import load_zoo
 
@@ -38,16 +38,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="checkpoint to load (default: the model's shipped checkpoint)")
     parser.add_argument("--data", type=Path, default=None, metavar="FILE",
                         help="RadioML-layout file for verification frames (default: synthetic)")
-    parser.add_argument("--verify-frames", type=int, default=96, metavar="N",
-                        help="frames every stage is verified on (default: 96)")
+    parser.add_argument("--verify-frames", type=int, default=24, metavar="N",
+                        help="frames every stage is verified on (default: 24)")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic data (default 0)")
     parser.add_argument("--from", dest="from_step", choices=DEFAULT_FLOW, default=None,
                         metavar="STEP", help=f"resume at STEP ({', '.join(DEFAULT_FLOW)})")
     parser.add_argument("--until", dest="until_step", choices=DEFAULT_FLOW, default=None,
                         metavar="STEP", help="stop after STEP")
+    parser.add_argument("--target-fps", type=float, default=None, metavar="F",
+                        help="frames/s the folding aims at (default: the board's maximum, one "
+                             "input sample per clock cycle); lowered until the design fits")
+    parser.add_argument("--clock-mhz", type=float, default=None, metavar="C",
+                        help="accelerator clock (default: the board's)")
+    parser.add_argument("--folding", type=Path, default=None, metavar="FILE",
+                        help="apply this folding config (FINN JSON, e.g. an earlier build's "
+                             "report/folding_config.json) instead of searching")
     args = parser.parse_args(argv)
     if args.bits is not None and not 2 <= args.bits <= 16:
         parser.error(f"--bits {args.bits}: expected an integer from 2 to 16")
+    for name in ("target_fps", "clock_mhz"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            parser.error(f"--{name.replace('_', '-')} {value:g}: expected a positive number")
     if args.verify_frames < 1:
         parser.error(f"--verify-frames {args.verify_frames}: expected at least 1")
     return args
@@ -56,8 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from flows.config import BuildConfig
     from flows.errors import ToolchainError
+    from flows.presets import DEFAULT_FLOW
     from flows.runner import console, run_flow
-    from flows.steps import DEFAULT_FLOW
 
     args = parse_args(argv)
     cfg = BuildConfig(
@@ -65,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         out_dir=args.out if args.out is not None else Path("build") / f"{args.model}_{args.board}",
         bits=args.bits, weights=args.weights, data=args.data,
         verify_frames=args.verify_frames, seed=args.seed,
-        from_step=args.from_step, until_step=args.until_step)
+        from_step=args.from_step, until_step=args.until_step, target_fps=args.target_fps,
+        clock_mhz=args.clock_mhz, folding=args.folding)
     try:
         run_flow(cfg)
     except ToolchainError as exc:
@@ -77,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     last = cfg.until_step or DEFAULT_FLOW[-1]
     if last == DEFAULT_FLOW[-1]:
         console.print(
-            f"Done: {cfg.out_dir}. This version of the toolchain ends at '{last}' (golden "
-            "model outputs); QONNX export, cost report, FINN streamlining, HW layers, folding "
-            "and estimates are the next steps to come.")
+            f"Done: {cfg.out_dir} (reports in {cfg.report_dir}). The build ends after code "
+            "generation: IP generation, FIFO sizing, stitched IP, synthesis and the bitfile "
+            "(Vivado/Vitis 2024.2) are not part of this toolchain version yet.")
     return 0
 
 

@@ -26,10 +26,17 @@ class BuildConfig(DataClassDictMixin):
     bits: int | None = None  # weight and activation bit width override; None: model default
     weights: Path | None = None  # checkpoint to load; None: the model's shipped checkpoint
     data: Path | None = None  # RadioML-layout file for verification; None: synthetic frames
-    verify_frames: int = 96  # frames the golden model and every stage are compared on
+    verify_frames: int = 24  # frames the golden model and every stage are compared on
     seed: int = 0  # seed for synthetic data and anything else random in the build
     from_step: str | None = None  # resume: first step to run (earlier checkpoints are reused)
     until_step: str | None = None  # stop after this step
+    target_fps: float | None = None  # throughput the folding aims at; None: the board's maximum
+    clock_mhz: float | None = None  # accelerator clock; None: the board's default
+    folding: Path | None = None  # a folding config (JSON, FINN's format) to apply as it is
+    max_utilisation: float = 0.9  # share of each board resource the estimate may use (the
+    # rest is left to the shell: DMA, interconnect)
+    verify_atol: float = 1e-4  # largest |logit difference| a stage may show against the golden
+    mvau_wwidth_max: int = 36  # SetFolding's cap on SIMD x weight bits per MVAU PE (finn's)
 
     class Config(BaseConfig):
         forbid_extra_keys = True
@@ -58,6 +65,19 @@ class BuildConfig(DataClassDictMixin):
     @property
     def act_bits(self) -> int:
         return self.weight_bits
+
+    @property
+    def effective_clock_mhz(self) -> float:
+        return self.clock_mhz if self.clock_mhz is not None else self.board_record.clock_mhz
+
+    @property
+    def effective_target_fps(self) -> float:
+        """The target, or the board's realistic maximum: one input sample per clock cycle,
+        which is what the input end of a 1D dataflow pipeline (padding + sliding window over
+        the frame) sustains without widening its input stream."""
+        if self.target_fps is not None:
+            return self.target_fps
+        return self.effective_clock_mhz * 1e6 / self.model_spec.input_shape[-1]
 
     @property
     def intermediate_dir(self) -> Path:

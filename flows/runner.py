@@ -13,7 +13,8 @@ from rich.table import Table
 from flows.config import BuildConfig
 from flows.errors import ToolchainError
 from flows.fileio import atomic_write_text
-from flows.steps import DEFAULT_FLOW, get_step
+from flows.presets import DEFAULT_FLOW
+from flows.steps import get_step
 
 console = Console(stderr=True, soft_wrap=True)  # messages stay on one line: greppable
 
@@ -21,8 +22,22 @@ console = Console(stderr=True, soft_wrap=True)  # messages stay on one line: gre
 _RESUME_FIELDS = ("model", "board", "bits", "weights", "data", "verify_frames", "seed")
 
 
-def checkpoint_path(cfg: BuildConfig, index: int, name: str) -> Path:
-    return cfg.intermediate_dir / f"{index:02d}_{name}{get_step(name).checkpoint.suffix}"
+def checkpoint_path(cfg: BuildConfig, index: int, name: str) -> Path | None:
+    """Where step `name` at position `index` leaves its output; None for a step that only
+    reports and passes its input on unchanged."""
+    checkpoint = get_step(name).checkpoint
+    if checkpoint is None:
+        return None
+    return cfg.intermediate_dir / f"{index:02d}_{name}{checkpoint.suffix}"
+
+
+def _resume_point(cfg: BuildConfig, names: list[str], start: int) -> tuple[int, Path]:
+    """The last step before `start` that leaves a checkpoint, and that checkpoint."""
+    for index in range(start - 1, -1, -1):
+        path = checkpoint_path(cfg, index, names[index])
+        if path is not None:
+            return index, path
+    raise ToolchainError(f"--from {cfg.from_step}: no earlier step leaves a checkpoint")
 
 
 def _check_resumable(cfg: BuildConfig) -> None:
@@ -50,12 +65,11 @@ def run_flow(cfg: BuildConfig, flow: tuple[str, ...] = DEFAULT_FLOW) -> Any:
     model = None
     if start > 0:
         _check_resumable(cfg)
-        prev = checkpoint_path(cfg, start - 1, names[start - 1])
+        index, prev = _resume_point(cfg, names, start)
         if not prev.exists():
-            raise ToolchainError(f"--from {cfg.from_step} needs the checkpoint of the step "
-                                 f"before it, {prev}, which does not exist. Run with "
-                                 f"--until {names[start - 1]} first.")
-        model = get_step(names[start - 1]).checkpoint.load(prev, cfg)
+            raise ToolchainError(f"--from {cfg.from_step} needs the checkpoint {prev}, which "
+                                 f"does not exist. Run with --until {names[index]} first.")
+        model = get_step(names[index]).checkpoint.load(prev, cfg)
 
     for d in (cfg.out_dir, cfg.intermediate_dir, cfg.report_dir, cfg.data_dir):
         d.mkdir(parents=True, exist_ok=True)
@@ -70,9 +84,11 @@ def run_flow(cfg: BuildConfig, flow: tuple[str, ...] = DEFAULT_FLOW) -> Any:
         model = step.func(model, cfg)
         seconds = time.perf_counter() - t0
         path = checkpoint_path(cfg, index, step.name)
-        step.checkpoint.save(model, path, cfg)
+        if path is not None:
+            step.checkpoint.save(model, path, cfg)
         records[step.name] = {"step": step.name, "index": index, "seconds": round(seconds, 3),
-                              "checkpoint": str(path.relative_to(cfg.out_dir))}
+                              "checkpoint": None if path is None
+                              else str(path.relative_to(cfg.out_dir))}
         ordered = sorted(records.values(), key=lambda r: r["index"])
         atomic_write_text(log_path, json.dumps(ordered, indent=2) + "\n")
 
@@ -80,6 +96,6 @@ def run_flow(cfg: BuildConfig, flow: tuple[str, ...] = DEFAULT_FLOW) -> Any:
     for col in ("#", "step", "seconds", "checkpoint"):
         table.add_column(col)
     for r in sorted(records.values(), key=lambda r: r["index"]):
-        table.add_row(f"{r['index']:02d}", r["step"], f"{r['seconds']:.2f}", r["checkpoint"])
+        table.add_row(f"{r['index']:02d}", r["step"], f"{r['seconds']:.2f}", r["checkpoint"] or "-")
     console.print(table)
     return model

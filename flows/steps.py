@@ -4,7 +4,7 @@ A step is `step_<verb>(model, cfg) -> model`: it takes what the previous step pr
 returns what the next one needs. `@build_step` registers it under a name, with the kind of
 checkpoint it leaves (`intermediate/NN_<name>.<ext>`), so that `--from` can resume from any
 step and a person can open every stage. Presets are tuples of step names that build on each
-other; `build.py` runs `DEFAULT_FLOW`.
+other (`flows.presets`); `build.py` runs `DEFAULT_FLOW`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any, Callable
 import numpy as np
 
 from flows.config import BuildConfig
-from flows.errors import ToolchainError
 from flows.fileio import atomic_path, atomic_write_text
 
 
@@ -34,7 +33,7 @@ class Checkpoint:
 class Step:
     name: str
     func: Callable[[Any, BuildConfig], Any]
-    checkpoint: Checkpoint
+    checkpoint: Checkpoint | None  # None: the step only reports; its input passes on unchanged
 
     @property
     def summary(self) -> str:
@@ -44,7 +43,7 @@ class Step:
 _STEPS: dict[str, Step] = {}
 
 
-def build_step(name: str, checkpoint: Checkpoint) -> Callable:
+def build_step(name: str, checkpoint: Checkpoint | None) -> Callable:
     """Decorator: register a step function under `name`."""
 
     def wrap(func: Callable) -> Callable:
@@ -57,6 +56,8 @@ def build_step(name: str, checkpoint: Checkpoint) -> Callable:
 
 
 def get_step(name: str) -> Step:
+    import flows.presets  # noqa: F401  (imports every step module, which registers its steps)
+
     return _STEPS[name]
 
 
@@ -84,7 +85,19 @@ def _load_torch(path: Path, cfg: BuildConfig):
     return instantiate(cfg, path)
 
 
+def _save_onnx(model, path: Path, cfg: BuildConfig) -> None:
+    with atomic_path(path) as tmp:
+        model.save(str(tmp))
+
+
+def _load_onnx(path: Path, cfg: BuildConfig):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    return ModelWrapper(str(path))
+
+
 JSON_CHECKPOINT = Checkpoint(".json", _save_json, _load_json)
+ONNX_CHECKPOINT = Checkpoint(".onnx", _save_onnx, _load_onnx)
 TORCH_CHECKPOINT = Checkpoint(".pt", _save_torch, _load_torch)
 
 
@@ -148,10 +161,3 @@ def model_input(x: np.ndarray, cfg: BuildConfig):
     return torch.from_numpy(np.ascontiguousarray(x)).reshape(len(x), *cfg.model_spec.input_shape)
 
 
-DEFAULT_FLOW: tuple[str, ...] = ("prepare_data", "build_model")
-
-
-def check_step_name(name: str, flow: tuple[str, ...] = DEFAULT_FLOW) -> str:
-    if name not in flow:
-        raise ToolchainError(f"unknown step {name!r}; expected one of: {', '.join(flow)}.")
-    return name

@@ -77,8 +77,8 @@ from hw.transforms import (
 __all__ = [
     "Divergence", "StageCheck", "compare_to_reference", "convert_to_hw", "dataflow_model",
     "estimates", "execute", "executable_copy", "export_qonnx", "first_divergence",
-    "generate_code", "insert_topk", "partition", "set_folding", "specialize", "streamline",
-    "to_finn", "verify", "with_dataflow_model",
+    "generate_code", "insert_topk", "minimize_bit_widths", "partition", "set_folding",
+    "specialize", "streamline", "to_finn", "verify", "with_dataflow_model",
 ]
 
 _HW_DOMAIN = "finn.custom_op.fpgadataflow"
@@ -185,7 +185,7 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
         InferShapes(),
     ):
         model = model.transform(transformation)
-    return _minimize_bit_widths(model)
+    return minimize_bit_widths(model)
 
 
 def partition(model: ModelWrapper, partition_dir: str | Path) -> ModelWrapper:
@@ -243,7 +243,7 @@ def set_folding(model: ModelWrapper, target_fps: float, clock_mhz: float,
     target_cycles = int(clock_mhz * 1e6 / target_fps)
     model = model.transform(SetFolding(target_cycles, mvau_wwidth_max=mvau_wwidth_max,
                                        two_pass_relaxation=True))
-    return _minimize_bit_widths(model)
+    return minimize_bit_widths(model)
 
 
 def estimates(model: ModelWrapper, fpga_part: str, clock_mhz: float) -> dict:
@@ -252,7 +252,9 @@ def estimates(model: ModelWrapper, fpga_part: str, clock_mhz: float) -> dict:
     from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
 
+    model = model.transform(AnnotateCycles())  # dataflow_performance reads these annotations
     cycles = model.analysis(exp_cycles_per_layer)
     resources = model.analysis(lambda m: res_estimation(m, fpga_part))
     performance = model.analysis(dataflow_performance)
@@ -303,7 +305,7 @@ def _tidy(model: ModelWrapper) -> ModelWrapper:
     return model
 
 
-def _minimize_bit_widths(model: ModelWrapper) -> ModelWrapper:
+def minimize_bit_widths(model: ModelWrapper) -> ModelWrapper:
     """finn's bit width minimization (as its step_minimize_bit_width): weights, accumulators,
     thresholds rounded and clipped, then threshold widths once more."""
     for transformation in (MinimizeWeightBitWidth(), MinimizeAccumulatorWidth(), InferDataTypes(),
@@ -465,8 +467,13 @@ def verify(stage: str, model: ModelWrapper, frames: np.ndarray, reference_logits
                f"classes equal, max |logit diff| {check.max_abs_diff:.3g} (allowed {atol:g})")
     if previous is not None:
         try:
-            message += f"; first divergence from the previous stage: " \
-                       f"{first_divergence(previous, model, frames[0])}"
+            divergence = first_divergence(previous, model, frames[0])
+            message += ("; first divergence from the previous stage: " + (
+                f"node {divergence.node} ({divergence.op_type}), tensor {divergence.tensor}, "
+                f"max |diff| {divergence.max_abs_diff:.3g} ({divergence.reason})"
+                if divergence is not None else
+                "none on the first frame: this stage computes what its input graph computes, "
+                "so that input already differs from what was verified (an edited checkpoint?)"))
         except ToolchainError as err:
             message += f"; no node-by-node comparison: {err}"
     if evidence_dir is not None:

@@ -7,16 +7,18 @@ import numpy as np
 import pytest
 
 import build
-from flows.steps import DEFAULT_FLOW
+from flows.presets import DEFAULT_FLOW
 
 
 def _run(tmp_path, *extra):
     return build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out",
-                       str(tmp_path / "out"), "--verify-frames", "12", *extra])
+                       str(tmp_path / "out"), "--verify-frames", "12", "--until",
+                       "build_model", *extra])
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    """A build up to the golden model (the FINN steps are tested in tests/flows/test_hw_steps)."""
     tmp_path = tmp_path_factory.mktemp("build")
     assert _run(tmp_path) == 0
     return tmp_path / "out"
@@ -24,7 +26,7 @@ def built(tmp_path_factory):
 
 def test_every_step_leaves_a_numbered_checkpoint_and_time(built):
     records = json.loads((built / "report" / "steps.json").read_text())
-    assert [r["step"] for r in records] == list(DEFAULT_FLOW)
+    assert [r["step"] for r in records] == list(DEFAULT_FLOW[:2])
     for i, r in enumerate(records):
         assert r["index"] == i and r["seconds"] >= 0
         assert (built / r["checkpoint"]).name.startswith(f"{i:02d}_{r['step']}")
@@ -74,13 +76,15 @@ def test_model_report_names_the_weights(built):
 def test_resume_from_a_step_reuses_the_earlier_checkpoint(built, tmp_path):
     before = (built / "intermediate" / "00_prepare_data.json").stat().st_mtime_ns
     assert build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out", str(built),
-                       "--verify-frames", "12", "--from", "build_model"]) == 0
+                       "--verify-frames", "12", "--from", "build_model", "--until",
+                       "build_model"]) == 0
     assert (built / "intermediate" / "00_prepare_data.json").stat().st_mtime_ns == before
 
 
 def test_resume_with_other_options_is_refused(built, capsys):
     rc = build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out", str(built),
-                     "--verify-frames", "12", "--bits", "4", "--from", "build_model"])
+                     "--verify-frames", "12", "--bits", "4", "--from", "build_model",
+                     "--until", "build_model"])
     assert rc == 2
     assert "was built with bits=None" in capsys.readouterr().err
 
@@ -90,8 +94,15 @@ def test_resume_without_earlier_build_is_an_error(tmp_path, capsys):
     assert "holds no earlier build" in capsys.readouterr().err
 
 
+def test_from_after_until_is_an_error(tmp_path, capsys):
+    assert build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out",
+                       str(tmp_path / "out"), "--from", "fold", "--until", "streamline"]) == 2
+    assert "--from fold comes after --until streamline" in capsys.readouterr().err
+
+
 def test_until_stops_after_the_step(tmp_path):
-    assert _run(tmp_path, "--until", "prepare_data") == 0
+    assert build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out",
+                       str(tmp_path / "out"), "--until", "prepare_data"]) == 0
     assert not (tmp_path / "out" / "report" / "golden_outputs.npz").exists()
 
 
@@ -100,6 +111,7 @@ def test_until_stops_after_the_step(tmp_path):
     (["--model", "bacalhaunet", "--board", "zedboard"], "invalid choice: 'zedboard'"),
     (["--model", "bacalhaunet", "--board", "pynq-z2", "--until", "bitfile"], "invalid choice"),
     (["--model", "bacalhaunet", "--board", "pynq-z2", "--bits", "1"], "--bits 1"),
+    (["--model", "bacalhaunet", "--board", "pynq-z2", "--target-fps", "0"], "--target-fps 0"),
 ])
 def test_bad_arguments_name_the_choices(args, message, capsys):
     with pytest.raises(SystemExit) as exc:

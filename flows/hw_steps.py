@@ -1,0 +1,234 @@
+"""FINN build steps: QONNX export to folded HW layers, estimates and generated code.
+
+Each step is a plain chain of `hw.finn_flow` stages. Every step that changes the graph executes
+the whole network on the verification frames and compares it with the golden (Brevitas)
+logits (`_verify`): top-1 classes identical and logits within `cfg.verify_atol`. The result is
+appended to `OUT/report/verification.json`; a mismatch stops the build, names the step and the
+first diverging node, and leaves frames, logits and the model in `OUT/report/mismatch/`.
+
+After `partition` the flow carries the HW-only dataflow model; the parent graph (input
+layout change + one StreamingDataflowPartition) is kept beside it in `intermediate/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from flows.config import BuildConfig
+from flows.errors import ToolchainError
+from flows.fileio import atomic_path, atomic_write_text
+from flows.steps import ONNX_CHECKPOINT, build_step
+
+PARENT_NAME = "partition_parent.onnx"
+
+
+def _finn(cfg: BuildConfig):
+    """Prepare finn-plus for this build (idempotent) and return the stage module."""
+    # Execute without rounding tensors to their annotated datatypes: a stage whose values
+    # leave their datatype then shows up as a difference instead of being silently repaired.
+    os.environ.setdefault("SANITIZE_QUANT_TENSORS", "0")
+    from hw.finn_env import configure_finn
+
+    configure_finn(cfg.out_dir / "finn")
+    from hw import finn_flow
+
+    return finn_flow
+
+
+def _parent(cfg: BuildConfig):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    path = cfg.intermediate_dir / PARENT_NAME
+    if not path.exists():
+        raise ToolchainError(f"{path} is missing: rerun the build from the partition step "
+                             "(--from partition).")
+    return ModelWrapper(str(path))
+
+
+def _whole(model, cfg: BuildConfig, dataflow: bool):
+    """The whole network: `model` itself, or the dataflow model put back into its parent."""
+    if not dataflow:
+        return model
+    return _finn(cfg).with_dataflow_model(_parent(cfg), model)
+
+
+def _verify(step: str, model, previous, cfg: BuildConfig, *, dataflow: bool = False,
+            node_by_node: bool = True) -> None:
+    """Compare the whole network after `step` with the golden logits; record and raise."""
+    ff = _finn(cfg)
+    frames = np.load(cfg.data_dir / "verify_frames.npz")["x"]
+    frames = frames.reshape(len(frames), *cfg.model_spec.input_shape).astype(np.float32)
+    golden = np.load(cfg.report_dir / "golden_outputs.npz")["logits"]
+    whole = _whole(model, cfg, dataflow)
+    record = {"step": step, "frames": int(len(frames)), "atol": cfg.verify_atol}
+    try:
+        check = ff.verify(step, whole, frames, golden,
+                          previous=previous if node_by_node else None, atol=cfg.verify_atol,
+                          evidence_dir=cfg.report_dir / "mismatch" / step)
+    except ToolchainError as exc:
+        record.update(passed=False, error=str(exc))
+        _record_verification(cfg, record)
+        raise
+    record.update(passed=True, classes_equal=check.classes_equal,
+                  max_abs_diff=check.max_abs_diff)
+    _record_verification(cfg, record)
+
+
+def _record_verification(cfg: BuildConfig, record: dict) -> None:
+    path = cfg.report_dir / "verification.json"
+    records = json.loads(path.read_text()) if path.exists() else []
+    records = [r for r in records if r["step"] != record["step"]] + [record]
+    atomic_write_text(path, json.dumps(records, indent=2) + "\n")
+
+
+@build_step("export_qonnx", ONNX_CHECKPOINT)
+def step_export_qonnx(model, cfg: BuildConfig):
+    """Export the Brevitas model to QONNX (TorchScript exporter) and check it against it.
+
+    The QONNX graph, executed in Python, must reproduce the golden logits on the verification
+    frames: this is the golden-model equivalence of the export.
+    """
+    ff = _finn(cfg)
+    with atomic_path(cfg.intermediate_dir / "export.qonnx.onnx") as tmp:
+        qonnx_model = ff.export_qonnx(model, cfg.model_spec.input_shape, tmp)
+    _verify("export_qonnx", qonnx_model, None, cfg)
+    return qonnx_model
+
+
+@build_step("to_finn", ONNX_CHECKPOINT)
+def step_to_finn(model, cfg: BuildConfig):
+    """Convert QONNX to FINN-ONNX: weight quantizers folded, activations to MultiThreshold."""
+    out = _finn(cfg).to_finn(model)
+    _verify("to_finn", out, None, cfg)
+    return out
+
+
+@build_step("streamline", ONNX_CHECKPOINT)
+def step_streamline(model, cfg: BuildConfig):
+    """Streamline: scales and biases into thresholds, convolutions lowered, integer tensors.
+
+    Handles residual adds and forks with the project's fork-safe transformations (see
+    `hw.transforms`). Tensor names are reused across this step for other values, so a
+    mismatch here is reported against the golden logits, not node by node.
+    """
+    out = _finn(cfg).streamline(model)
+    _verify("streamline", out, None, cfg)
+    return out
+
+
+@build_step("label_select", ONNX_CHECKPOINT)
+def step_label_select(model, cfg: BuildConfig):
+    """Append a top-1 selection so the accelerator returns the class; the output scale it
+    absorbs is kept as metadata, so logits stay checkable."""
+    out = _finn(cfg).insert_topk(model, k=1)
+    _verify("label_select", out, model, cfg)
+    return out
+
+
+@build_step("convert_to_hw", ONNX_CHECKPOINT)
+def step_convert_to_hw(model, cfg: BuildConfig):
+    """Map every layer onto FINN HW layers (MVAU, VVAU, SWG, Thresholding, Pool, ...), then
+    minimize weight and accumulator widths."""
+    out = _finn(cfg).convert_to_hw(model)
+    _verify("convert_to_hw", out, model, cfg)
+    return out
+
+
+@build_step("partition", ONNX_CHECKPOINT)
+def step_partition(model, cfg: BuildConfig):
+    """Split off the dataflow partition: every HW layer in one StreamingDataflowPartition.
+
+    The parent graph (what stays in software around it) is saved as
+    `intermediate/partition_parent.onnx` and listed in `report/partition.json`; the flow
+    continues with the dataflow model.
+    """
+    ff = _finn(cfg)
+    parent = ff.partition(model, cfg.out_dir / "finn" / "partitions")
+    with atomic_path(cfg.intermediate_dir / PARENT_NAME) as tmp:
+        parent.save(str(tmp))
+    child = ff.dataflow_model(parent)
+    software = [{"name": n.name, "op_type": n.op_type} for n in parent.graph.node
+                if n.op_type != "StreamingDataflowPartition"]
+    summary = {"software_nodes": software, "hw_nodes": len(child.graph.node),
+               "hw_op_types": sorted({n.op_type for n in child.graph.node})}
+    atomic_write_text(cfg.report_dir / "partition.json", json.dumps(summary, indent=2) + "\n")
+    _verify("partition", child, model, cfg, dataflow=True)
+    return child
+
+
+@build_step("specialize", ONNX_CHECKPOINT)
+def step_specialize(model, cfg: BuildConfig):
+    """Choose the HLS or RTL implementation of every HW layer for the board's FPGA part."""
+    ff = _finn(cfg)
+    out = ff.specialize(model, cfg.fpga_part)
+    _verify("specialize", out, _whole(model, cfg, True), cfg, dataflow=True)
+    return out
+
+
+@build_step("fold", ONNX_CHECKPOINT)
+def step_fold(model, cfg: BuildConfig):
+    """Fold (PE/SIMD per layer) for the target frame rate, lowering it until the estimate fits.
+
+    With `--folding FILE` the user's config is applied as it is. Otherwise the target is
+    `--target-fps` or the board's realistic maximum; if the resource estimate exceeds
+    `max_utilisation` of the board, the target is lowered step by step and the report says
+    so. The config used is always written to `report/folding_config.json` (editable, and
+    accepted back by --folding).
+    """
+    from hw.folding import apply_folding_file, fold_to_fit, write_folding_config
+
+    _finn(cfg)
+    if cfg.folding is not None:
+        out, search = apply_folding_file(model, cfg), None
+    else:
+        out, search = fold_to_fit(model, cfg)
+    write_folding_config(out, cfg.report_dir / "folding_config.json")
+    if search is not None:
+        atomic_write_text(cfg.report_dir / "folding_search.json",
+                          json.dumps(search, indent=2) + "\n")
+    _verify("fold", out, _whole(model, cfg, True), cfg, dataflow=True)
+    return out
+
+
+@build_step("estimate", None)
+def step_estimate(model, cfg: BuildConfig):
+    """Estimate resources, cycles, throughput and latency per layer and in total.
+
+    Writes `report/estimates.json`, `report/estimates.md` and `report/estimates.png`, and
+    prints the table. These are FINN's analytical estimates, not synthesis results.
+    """
+    from hw.estimates import estimate_report, write_estimate_report
+
+    report = estimate_report(model, cfg)
+    write_estimate_report(report, cfg)
+    return model
+
+
+@build_step("codegen", ONNX_CHECKPOINT)
+def step_codegen(model, cfg: BuildConfig):
+    """Generate every layer's HLS C++ / RTL sources under `OUT/finn/` without vendor tools.
+
+    RTL layers get their filled Verilog/SystemVerilog and memory files; HLS layers their C++
+    and Vitis HLS script, which only the vendor tools compile. `report/codegen.json` lists
+    where each layer's code is.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    ff = _finn(cfg)
+    out = ff.generate_code(model, cfg.fpga_part, cfg.effective_clock_mhz)
+    layers = []
+    for node in out.graph.node:
+        inst = getCustomOp(node)
+        code_dir = inst.get_nodeattr("code_gen_dir_ipgen")
+        files = sorted(p.name for p in Path(code_dir).iterdir()) if code_dir else []
+        layers.append({"name": node.name, "op_type": node.op_type, "code_dir": code_dir,
+                       "files": files})
+    atomic_write_text(cfg.report_dir / "codegen.json", json.dumps(layers, indent=2) + "\n")
+    missing = [layer["name"] for layer in layers if not layer["files"]]
+    if missing:
+        raise ToolchainError(f"code generation produced no files for {', '.join(missing)}")
+    return out

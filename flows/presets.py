@@ -1,0 +1,14 @@
+"""Named flows: ordered tuples of step names, each preset building on the one before."""
+
+from __future__ import annotations
+
+import flows.hw_steps  # noqa: F401  (registers the FINN steps)
+import flows.steps  # noqa: F401  (registers the data and model steps)
+
+GOLDEN = ("prepare_data", "build_model")
+EXPORT = GOLDEN + ("export_qonnx",)
+ESTIMATE = EXPORT + ("to_finn", "streamline", "label_select", "convert_to_hw", "partition",
+                     "specialize", "fold", "estimate")
+CODEGEN = ESTIMATE + ("codegen",)
+
+DEFAULT_FLOW = CODEGEN

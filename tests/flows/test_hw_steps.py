@@ -1,0 +1,168 @@
+"""The FINN steps of build.py on BacalhauNet: export to folded HW layers, estimates, code.
+
+One build of the deployable BacalhauNet for PYNQ-Z2 (module fixture) runs every step with its
+verification; the tests read what it wrote, and resume it to check folding files and the
+failure path of the verification.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import build
+from flows.presets import DEFAULT_FLOW
+
+GRAPH_STEPS = ["export_qonnx", "to_finn", "streamline", "label_select", "convert_to_hw",
+               "partition", "specialize", "fold"]
+
+
+def _build(out, *extra):
+    return build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out", str(out),
+                       "--verify-frames", "12", *extra])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hw") / "out"
+    assert _build(out) == 0
+    return out
+
+
+def _json(path):
+    return json.loads(path.read_text())
+
+
+def test_every_step_ran_in_order(built):
+    assert [r["step"] for r in _json(built / "report" / "steps.json")] == list(DEFAULT_FLOW)
+
+
+def test_every_graph_step_matches_the_golden_model(built):
+    records = {r["step"]: r for r in _json(built / "report" / "verification.json")}
+    assert sorted(records) == sorted(GRAPH_STEPS)
+    for step, r in records.items():
+        assert r["passed"] and r["frames"] == 12, step
+        assert r["classes_equal"] == 12, step
+        assert r["max_abs_diff"] <= r["atol"] == 1e-4, step
+
+
+def test_whole_network_is_in_hardware(built):
+    partition = _json(built / "report" / "partition.json")
+    assert [n["op_type"] for n in partition["software_nodes"]] == ["Transpose"]
+    for op in ("MVAU", "VVAU", "ConvolutionInputGenerator", "FMPadding", "Thresholding",
+               "DuplicateStreams", "ElementwiseAdd", "Pool", "LabelSelect"):
+        assert op in partition["hw_op_types"], op
+
+
+def test_estimates_fit_the_board_and_add_up(built):
+    est = _json(built / "report" / "estimates.json")
+    assert est["fits"] and est["board"] == "pynq-z2" and est["clock_mhz"] == 100.0
+    layers = est["layers"]
+    assert len(layers) == _json(built / "report" / "partition.json")["hw_nodes"]
+    assert est["total"]["lut"] == pytest.approx(sum(r["lut"] for r in layers))
+    assert est["total"]["dsp"] == sum(r["dsp"] for r in layers) <= 220 * est["max_utilisation"]
+    assert est["bottleneck_cycles"] == max(r["cycles"] for r in layers)
+    assert est["throughput_fps"] == pytest.approx(100e6 / est["bottleneck_cycles"])
+    assert est["latency_us"] == pytest.approx(est["latency_cycles"] / 100.0)
+    # default target: the board's maximum, one input sample per cycle: 100 MHz / 1024
+    search = _json(built / "report" / "folding_search.json")
+    assert search[0]["target_fps"] == pytest.approx(100e6 / 1024, abs=0.1)
+    assert search[-1]["fits"] and all(not s["fits"] for s in search[:-1])
+    png = (built / "report" / "estimates.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| total |" in (built / "report" / "estimates.md").read_text()
+
+
+def test_code_is_generated_for_every_layer(built):
+    layers = _json(built / "report" / "codegen.json")
+    assert len(layers) == _json(built / "report" / "partition.json")["hw_nodes"]
+    for layer in layers:
+        assert layer["files"], layer["name"]
+        if layer["op_type"].endswith("_rtl"):
+            assert any(f.endswith((".v", ".sv")) for f in layer["files"]), layer["name"]
+        else:
+            assert any(f.endswith(".cpp") for f in layer["files"]), layer["name"]
+
+
+def test_folding_file_round_trip(built, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    folding = built / "report" / "folding_config.json"
+    before = _json(built / "report" / "estimates.json")
+    assert _build(out, "--from", "fold", "--until", "estimate", "--folding", str(folding)) == 0
+    after = _json(out / "report" / "estimates.json")
+    assert after["layers"] == before["layers"]
+
+
+def test_folding_file_naming_unknown_layers_is_refused(built, tmp_path, capsys):
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    bad = tmp_path / "fold.json"
+    bad.write_text(json.dumps({"Defaults": {}, "MVAU_nope": {"PE": 2}}))
+    assert _build(out, "--from", "fold", "--until", "fold", "--folding", str(bad)) == 2
+    err = capsys.readouterr().err
+    assert "fold.json" in err and "MVAU_nope" in err
+
+
+def test_fold_lowers_the_target_until_it_fits(built):
+    from flows.config import BuildConfig
+    from flows.steps import get_step
+    from hw.folding import fold_to_fit
+
+    cfg = BuildConfig.load(built / "build_config.json")
+    cfg.max_utilisation = 0.3
+    model = get_step("specialize").checkpoint.load(
+        built / "intermediate" / "08_specialize.onnx", cfg)
+    folded, search = fold_to_fit(model, cfg)
+    assert len(search) > 1 and search[-1]["fits"]
+    assert all(not s["fits"] for s in search[:-1])
+    assert search[-1]["target_fps"] < search[0]["target_fps"]
+    assert max(search[-1]["utilisation"].values()) <= 0.3
+
+
+def test_a_broken_step_fails_naming_the_step_and_node(built, tmp_path, capsys, monkeypatch):
+    """A step whose transformation breaks one threshold must stop the build, name itself and
+    the first diverging node, and leave the evidence on disk."""
+    from hw import finn_flow
+
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    broken = {}
+    original = finn_flow.insert_topk
+
+    def insert_topk_with_a_bug(model, k=1):
+        model = original(model, k)
+        node = model.get_nodes_by_op_type("MultiThreshold")[2]
+        model.set_initializer(node.input[1], model.get_initializer(node.input[1]) + 3.0)
+        broken["node"] = node.name
+        return model
+
+    monkeypatch.setattr(finn_flow, "insert_topk", insert_topk_with_a_bug)
+    assert _build(out, "--from", "label_select") == 2
+    err = capsys.readouterr().err
+    assert "verification failed after label_select" in err
+    assert f"first divergence from the previous stage: node {broken['node']} " in err
+    record = _json(out / "report" / "verification.json")[-1]
+    assert record["step"] == "label_select" and not record["passed"]
+    evidence = out / "report" / "mismatch" / "label_select"
+    assert np.load(evidence / "label_select_frames.npy").shape[0] == 12
+    assert (evidence / "label_select.onnx").exists()
+    assert not (out / "intermediate" / "05_label_select.onnx").exists() or \
+        (out / "intermediate" / "05_label_select.onnx").stat().st_mtime_ns == \
+        (built / "intermediate" / "05_label_select.onnx").stat().st_mtime_ns
+
+
+def test_an_edited_checkpoint_is_caught_at_the_next_step(built, tmp_path, capsys):
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    path = out / "intermediate" / "04_streamline.onnx"
+    model = ModelWrapper(str(path))
+    node = model.get_nodes_by_op_type("MultiThreshold")[2]
+    model.set_initializer(node.input[1], model.get_initializer(node.input[1]) + 3.0)
+    model.save(str(path))
+    assert _build(out, "--from", "label_select") == 2
+    err = capsys.readouterr().err
+    assert "verification failed after label_select" in err and "edited checkpoint" in err
