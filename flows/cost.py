@@ -30,9 +30,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from qonnx.core.modelwrapper import ModelWrapper
 
@@ -41,8 +41,9 @@ from flows.fileio import atomic_write_text
 
 __all__ = [
     "BaselineCost", "ChallengeScore", "CostReport", "CostTotals", "LayerCost", "OpRef",
-    "baseline_cost", "challenge_score", "cost_report", "cost_score", "main", "model_cost",
-    "print_cost_report", "reference_dir", "scored", "sweep_cost", "write_cost_report",
+    "baseline_cost", "challenge_score", "checkpoint_cost", "cost_markdown", "cost_report",
+    "cost_score", "main", "model_cost", "print_cost_report", "reference_dir", "scored",
+    "sweep_cost", "write_cost_report", "zoo_model_cost",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -179,9 +180,11 @@ def _load_onnx(model: ModelWrapper | str | os.PathLike) -> tuple[ModelWrapper, s
     if not path.is_file():
         raise InputFileError(path, "no such ONNX file" if not path.exists() else "is not a file",
                              expected="a QONNX model (.onnx)")
+    from google.protobuf.message import DecodeError
+
     try:
         return ModelWrapper(str(path)), str(path)
-    except Exception as exc:  # onnx raises protobuf DecodeError, ValueError, ... on bad files
+    except (DecodeError, OSError, ValueError) as exc:
         raise InputFileError(path, f"not a readable ONNX model ({type(exc).__name__})",
                              expected="a QONNX model (.onnx)") from None
 
@@ -254,12 +257,12 @@ def _layer_cost(graph: ModelWrapper, node, discounted: dict, dense: dict) -> Lay
     act, weight = node.input[0], node.input[1]
     if graph.get_initializer(act) is not None and graph.get_initializer(weight) is None:
         act, weight = weight, act  # MatMul with the constant first
-    weights = int(round(mem_w_elems))
+    weights = round(mem_w_elems)
     return LayerCost(
         name=node.name, op_type=node.op_type,
         input_bits=graph.get_tensor_datatype(act).bitwidth(),
         weight_bits=graph.get_tensor_datatype(weight).bitwidth(),
-        weights=weights, zero_weights=weights - int(round(mem_w_elems_d)),
+        weights=weights, zero_weights=weights - round(mem_w_elems_d),
         macs_dense=macs, bops_dense=bops, mem_w_bits_dense=mem_w_bits,
         macs_discounted=macs_d, bops_discounted=bops_d, mem_w_bits_discounted=mem_w_bits_d,
         mem_o_bits=mem_o_bits)
@@ -293,7 +296,7 @@ def baseline_cost(reference: str | os.PathLike | None = None) -> BaselineCost:
     return _baseline_cost(str(ref.resolve()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _baseline_cost(reference: str) -> BaselineCost:
     import torch
 
@@ -491,10 +494,10 @@ def _layer_rows(report: CostReport) -> list[tuple[str, ...]]:
 def _summary_lines(report: CostReport) -> list[str]:
     mode = "zero weights discounted" if report.discount_sparsity else "dense, no sparsity discount"
     lines = [f"Source: {report.source}. Per frame, {mode} (qonnx {report.qonnx_version}).",
-             f"Totals, discounted: {_n(report.discounted.total_bops)} bops, "
-             f"{_n(report.discounted.total_mem_w_bits)} weight bits; "
-             f"dense: {_n(report.dense.total_bops)} bops, "
-             f"{_n(report.dense.total_mem_w_bits)} weight bits."]
+             (f"Totals, discounted: {_n(report.discounted.total_bops)} bops, "
+              f"{_n(report.discounted.total_mem_w_bits)} weight bits; "
+              f"dense: {_n(report.dense.total_bops)} bops, "
+              f"{_n(report.dense.total_mem_w_bits)} weight bits.")]
     if report.score is not None:
         s = report.score
         lines.append(f"Challenge score {s.score:.4f} (bops ratio {s.bops_ratio:.4f}, weight-bit "

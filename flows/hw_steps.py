@@ -99,6 +99,22 @@ def step_export_qonnx(model, cfg: BuildConfig):
     return qonnx_model
 
 
+@build_step("cost", None)
+def step_cost(model, cfg: BuildConfig):
+    """Report bit operations and weight/activation memory of the QONNX graph (qonnx's
+    inference cost), sparsity-discounted and dense, per layer, with the challenge score
+    against the 8-bit VGG10 baseline the tool computes itself; list every op not costed.
+
+    Writes `report/cost.json` and `report/cost.md` and prints the table.
+    """
+    from flows.cost import cost_report, print_cost_report, scored, write_cost_report
+
+    report = scored(cost_report(model))
+    write_cost_report(report, cfg.report_dir)
+    print_cost_report(report)
+    return model
+
+
 @build_step("to_finn", ONNX_CHECKPOINT)
 def step_to_finn(model, cfg: BuildConfig):
     """Convert QONNX to FINN-ONNX: weight quantizers folded, activations to MultiThreshold."""

@@ -6,7 +6,7 @@ import flows.hw_steps  # noqa: F401  (registers the FINN steps)
 import flows.steps  # noqa: F401  (registers the data and model steps)
 
 GOLDEN = ("prepare_data", "build_model")
-EXPORT = GOLDEN + ("export_qonnx",)
+EXPORT = GOLDEN + ("export_qonnx", "cost")
 ESTIMATE = EXPORT + ("to_finn", "streamline", "label_select", "convert_to_hw", "partition",
                      "specialize", "fold", "estimate")
 CODEGEN = ESTIMATE + ("codegen",)

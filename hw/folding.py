@@ -18,6 +18,7 @@ from flows.fileio import atomic_path
 FOLDING_ATTRS = ("PE", "SIMD", "ram_style", "resType", "mem_mode", "parallel_window")
 MAX_ATTEMPTS = 12
 MIN_TARGET_FPS = 10.0
+LIFTED_WWIDTH_MAX = 1 << 16  # effectively no cap on SIMD x weight bits
 
 
 def utilisation(total: dict, board, max_utilisation: float) -> tuple[dict, bool]:
@@ -31,34 +32,49 @@ def utilisation(total: dict, board, max_utilisation: float) -> tuple[dict, bool]
     return used, all(u <= max_utilisation for u in used.values())
 
 
+def _attempt(model, cfg, target: float, wwidth_max: int) -> tuple[object, dict]:
+    from hw import finn_flow as ff
+
+    clock = cfg.effective_clock_mhz
+    folded = ff.set_folding(model, target, clock, mvau_wwidth_max=wwidth_max)
+    est = ff.estimates(folded, cfg.fpga_part, clock)
+    used, fits = utilisation(est["total"], cfg.board_record, cfg.max_utilisation)
+    return folded, {"target_fps": round(target, 1), "mvau_wwidth_max": wwidth_max,
+                    "estimated_fps": round(est["throughput_fps"], 1),
+                    "bottleneck": est["bottleneck"], **est["total"],
+                    "utilisation": {k: round(v, 4) for k, v in used.items()}, "fits": fits}
+
+
 def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
     """Fold for cfg.effective_target_fps; lower the target until the estimate fits.
 
-    Returns the folded model and the search: one record per attempt (target, estimated
-    frame rate, resources, utilisation, fits).
+    FINN's SetFolding stops widening an MVAU once SIMD x weight bits exceeds
+    `mvau_wwidth_max` (36), which can leave the design far below its target (5.7x on FINN's
+    own VGG10 example). When that happens the same target is tried with the cap lifted, and
+    the faster design that fits is kept. Returns the folded model and the search: one record
+    per attempt (target, cap, estimated frame rate, resources, utilisation, fits).
     """
-    from hw import finn_flow as ff
-
-    board, clock = cfg.board_record, cfg.effective_clock_mhz
     target = cfg.effective_target_fps
-    search = []
+    search: list[dict] = []
     for _ in range(MAX_ATTEMPTS):
-        folded = ff.set_folding(model, target, clock, mvau_wwidth_max=cfg.mvau_wwidth_max)
-        est = ff.estimates(folded, cfg.fpga_part, clock)
-        used, fits = utilisation(est["total"], board, cfg.max_utilisation)
-        search.append({"target_fps": round(target, 1),
-                       "estimated_fps": round(est["throughput_fps"], 1),
-                       "bottleneck": est["bottleneck"], **est["total"],
-                       "utilisation": {k: round(v, 4) for k, v in used.items()}, "fits": fits})
-        if fits:
+        folded, record = _attempt(model, cfg, target, cfg.mvau_wwidth_max)
+        search.append(record)
+        if record["fits"] and record["estimated_fps"] < 0.95 * target:
+            lifted, lifted_record = _attempt(model, cfg, target, LIFTED_WWIDTH_MAX)
+            search.append(lifted_record)
+            if lifted_record["fits"] and \
+                    lifted_record["estimated_fps"] > record["estimated_fps"]:
+                folded, record = lifted, lifted_record
+        if record["fits"]:
+            record["chosen"] = True
             return folded, search
-        overshoot = max(used.values()) / cfg.max_utilisation
+        overshoot = max(record["utilisation"].values()) / cfg.max_utilisation
         target = target * min(0.8, 0.95 / overshoot) if overshoot != float("inf") else 0.0
         if target < MIN_TARGET_FPS:
             break
     worst = search[-1]
     raise ToolchainError(
-        f"{cfg.model} does not fit {board.name} ({cfg.max_utilisation:.0%} of its resources) "
+        f"{cfg.model} does not fit {cfg.board} ({cfg.max_utilisation:.0%} of its resources) "
         f"even at {worst['target_fps']:g} frames/s: the last estimate uses "
         + ", ".join(f"{k} {v:.0%}" for k, v in worst["utilisation"].items())
         + ". Try a larger board (--board), fewer bits (--bits) or a folding file (--folding).")

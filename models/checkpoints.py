@@ -93,7 +93,7 @@ def load_checkpoint(model, path: Path, model_name: str, weight_bits: int, act_bi
                              expected=f"the state dict of {model_name}")
 
 
-def calibrate_untrained(model, x, passes: int = 40) -> None:
+def calibrate_untrained(model, x, passes: int = 8) -> None:
     """Give a randomly initialised model realistic BatchNorm statistics and activation scales.
 
     Brevitas learns activation scales from runtime statistics during the first training

@@ -34,6 +34,12 @@ def _json(path):
     return json.loads(path.read_text())
 
 
+def _checkpoint(out, step):
+    """The checkpoint `step` left, as named in report/steps.json."""
+    records = {r["step"]: r for r in _json(out / "report" / "steps.json")}
+    return out / records[step]["checkpoint"]
+
+
 def test_every_step_ran_in_order(built):
     assert [r["step"] for r in _json(built / "report" / "steps.json")] == list(DEFAULT_FLOW)
 
@@ -45,6 +51,14 @@ def test_every_graph_step_matches_the_golden_model(built):
         assert r["passed"] and r["frames"] == 12, step
         assert r["classes_equal"] == 12, step
         assert r["max_abs_diff"] <= r["atol"] == 1e-4, step
+
+
+def test_cost_report_of_the_exported_graph(built):
+    cost = _json(built / "report" / "cost.json")
+    assert cost["dense"]["total_macs"] == 2_044_032 and cost["total_weights"] == 9_318
+    assert cost["unsupported_ops"] == []
+    assert 0 < cost["score"]["score"] < 0.2  # BacalhauNet costs a fraction of VGG10
+    assert "bops" in (built / "report" / "cost.md").read_text()
 
 
 def test_whole_network_is_in_hardware(built):
@@ -68,7 +82,11 @@ def test_estimates_fit_the_board_and_add_up(built):
     # default target: the board's maximum, one input sample per cycle: 100 MHz / 1024
     search = _json(built / "report" / "folding_search.json")
     assert search[0]["target_fps"] == pytest.approx(100e6 / 1024, abs=0.1)
-    assert search[-1]["fits"] and all(not s["fits"] for s in search[:-1])
+    chosen = [s for s in search if s.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["fits"]
+    assert chosen[0]["estimated_fps"] == pytest.approx(est["throughput_fps"], abs=0.1)
+    # nothing that fits was faster than the chosen design
+    assert all(s["estimated_fps"] <= chosen[0]["estimated_fps"] for s in search if s["fits"])
     png = (built / "report" / "estimates.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| total |" in (built / "report" / "estimates.md").read_text()
@@ -112,13 +130,12 @@ def test_fold_lowers_the_target_until_it_fits(built):
 
     cfg = BuildConfig.load(built / "build_config.json")
     cfg.max_utilisation = 0.3
-    model = get_step("specialize").checkpoint.load(
-        built / "intermediate" / "08_specialize.onnx", cfg)
+    model = get_step("specialize").checkpoint.load(_checkpoint(built, "specialize"), cfg)
     folded, search = fold_to_fit(model, cfg)
-    assert len(search) > 1 and search[-1]["fits"]
-    assert all(not s["fits"] for s in search[:-1])
-    assert search[-1]["target_fps"] < search[0]["target_fps"]
-    assert max(search[-1]["utilisation"].values()) <= 0.3
+    chosen = [s for s in search if s.get("chosen")]
+    assert len(chosen) == 1 and chosen[0]["fits"]
+    assert not search[0]["fits"] and chosen[0]["target_fps"] < search[0]["target_fps"]
+    assert max(chosen[0]["utilisation"].values()) <= 0.3
 
 
 def test_a_broken_step_fails_naming_the_step_and_node(built, tmp_path, capsys, monkeypatch):
@@ -148,9 +165,9 @@ def test_a_broken_step_fails_naming_the_step_and_node(built, tmp_path, capsys, m
     evidence = out / "report" / "mismatch" / "label_select"
     assert np.load(evidence / "label_select_frames.npy").shape[0] == 12
     assert (evidence / "label_select.onnx").exists()
-    assert not (out / "intermediate" / "05_label_select.onnx").exists() or \
-        (out / "intermediate" / "05_label_select.onnx").stat().st_mtime_ns == \
-        (built / "intermediate" / "05_label_select.onnx").stat().st_mtime_ns
+    # the failed step left no new checkpoint
+    assert _checkpoint(out, "label_select").stat().st_mtime_ns == \
+        _checkpoint(built, "label_select").stat().st_mtime_ns
 
 
 def test_an_edited_checkpoint_is_caught_at_the_next_step(built, tmp_path, capsys):
@@ -158,7 +175,7 @@ def test_an_edited_checkpoint_is_caught_at_the_next_step(built, tmp_path, capsys
 
     out = tmp_path / "out"
     shutil.copytree(built, out)
-    path = out / "intermediate" / "04_streamline.onnx"
+    path = _checkpoint(out, "streamline")
     model = ModelWrapper(str(path))
     node = model.get_nodes_by_op_type("MultiThreshold")[2]
     model.set_initializer(node.input[1], model.get_initializer(node.input[1]) + 3.0)
