@@ -87,6 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("interrupted; finished steps keep their checkpoints.")
         return 130
+    except Exception:  # noqa: BLE001  (a bug: keep the traceback, show one line)
+        import traceback
+
+        log = cfg.out_dir / "report" / "internal_error.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(traceback.format_exc())
+        console.print(f"[bold red]internal error[/bold red] (a bug in the toolchain, please "
+                      f"report it with {log}): {traceback.format_exc().splitlines()[-1]}",
+                      highlight=False)
+        return 3
     last = cfg.until_step or DEFAULT_FLOW[-1]
     if last == DEFAULT_FLOW[-1]:
         console.print(

@@ -36,6 +36,8 @@ class BuildConfig(DataClassDictMixin):
     max_utilisation: float = 0.9  # share of each board resource the estimate may use (the
     # rest is left to the shell: DMA, interconnect)
     verify_atol: float = 1e-4  # largest |logit difference| a stage may show against the golden
+    verify_off_fraction: float = 0.1  # share of frames whose logits may exceed verify_atol
+    # (a value on a quantization step boundary rounded the other way); classes must all agree
     mvau_wwidth_max: int = 36  # SetFolding's cap on SIMD x weight bits per MVAU PE (finn's)
 
     class Config(BaseConfig):

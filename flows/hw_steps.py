@@ -2,7 +2,8 @@
 
 Each step is a plain chain of `hw.finn_flow` stages. Every step that changes the graph executes
 the whole network on the verification frames and compares it with the golden (Brevitas)
-logits (`_verify`): top-1 classes identical and logits within `cfg.verify_atol`. The result is
+logits (`_verify`): top-1 classes identical, and logits within `cfg.verify_atol` for all but
+`cfg.verify_off_fraction` of the frames (quantization-boundary rounding). The result is
 appended to `OUT/report/verification.json`; a mismatch stops the build, names the step and the
 first diverging node, and leaves frames, logits and the model in `OUT/report/mismatch/`.
 
@@ -68,12 +69,19 @@ def _verify(step: str, model, previous, cfg: BuildConfig, *, dataflow: bool = Fa
     try:
         check = ff.verify(step, whole, frames, golden,
                           previous=previous if node_by_node else None, atol=cfg.verify_atol,
+                          max_off_fraction=cfg.verify_off_fraction,
                           evidence_dir=cfg.report_dir / "mismatch" / step)
     except ToolchainError as exc:
         record.update(passed=False, error=str(exc))
         _record_verification(cfg, record)
         raise
+    except Exception as exc:  # noqa: BLE001  (FINN/qonnx execution raises anything)
+        record.update(passed=False, error=f"{type(exc).__name__}: {exc}")
+        _record_verification(cfg, record)
+        raise ToolchainError(f"verification after {step} could not execute the graph: "
+                             f"{type(exc).__name__}: {exc}") from exc
     record.update(passed=True, classes_equal=check.classes_equal,
+                  frames_within_atol=check.frames_within(cfg.verify_atol),
                   max_abs_diff=check.max_abs_diff)
     _record_verification(cfg, record)
 

@@ -99,9 +99,28 @@ def export_qonnx(model, input_shape: Sequence[int], path: str | Path) -> ModelWr
 
     was_training = model.training
     model.eval()
+    active: list[str] = []  # modules entered and not yet left while the exporter traces
+    names = {module: name for name, module in model.named_modules()}
+
+    def enter(module, _inputs) -> None:
+        active.append(names[module])
+
+    def leave(_module, _inputs, _output) -> None:  # must return None: keeps the output
+        active.pop()
+
+    hooks = [m.register_forward_pre_hook(enter) for m in model.modules()]
+    hooks += [m.register_forward_hook(leave) for m in model.modules()]
     try:
         brevitas_export_qonnx(model, torch.zeros(1, *input_shape), str(path), dynamo=False)
+    except Exception as exc:  # noqa: BLE001  (the exporter raises anything; name the layer)
+        layer = next((n for n in reversed(active) if n), None)
+        where = (f"layer {layer!r} ({type(model.get_submodule(layer)).__name__})" if layer
+                 else "the model's top level")
+        raise ToolchainError(f"{type(model).__name__} cannot be exported to QONNX: {where} "
+                             f"failed with {type(exc).__name__}: {exc}") from None
     finally:
+        for hook in hooks:
+            hook.remove()
         model.train(was_training)
     return cleanup_model(ModelWrapper(str(path)))
 
@@ -420,10 +439,18 @@ class StageCheck:
     frames: int
     classes_equal: int  # frames whose top-1 class equals the reference's
     max_abs_diff: float  # largest |logit - reference logit| (logits from scores x output_scale)
+    logits: np.ndarray  # the stage's logits (N, classes)
+    classes: np.ndarray  # the stage's top-1 classes (N,)
+
+    reference: np.ndarray  # the reference logits compared with
 
     @property
     def exact_classes(self) -> bool:
         return self.classes_equal == self.frames
+
+    def frames_within(self, atol: float) -> int:
+        """Frames whose every logit is within `atol` of the reference."""
+        return int((np.abs(self.logits - self.reference).max(axis=1) <= atol).sum())
 
 
 def compare_to_reference(model: ModelWrapper, frames: np.ndarray,
@@ -450,29 +477,43 @@ def compare_to_reference(model: ModelWrapper, frames: np.ndarray,
         frames=len(frames),
         classes_equal=int((classes == reference_logits.argmax(axis=1)).sum()),
         max_abs_diff=float(np.abs(logits - reference_logits).max()),
+        logits=logits,
+        classes=classes,
+        reference=reference_logits,
     )
 
 
 def verify(stage: str, model: ModelWrapper, frames: np.ndarray, reference_logits: np.ndarray,
            *, previous: ModelWrapper | None = None, atol: float = 1e-4,
+           max_off_fraction: float = 0.0,
            evidence_dir: str | Path | None = None) -> StageCheck:
-    """`compare_to_reference`, failing loudly: if a top-1 class differs or a logit is off by more
-    than `atol`, write the frames and reference logits to `evidence_dir` and raise with the
-    size of the difference and, when the `previous` stage is given, the first node where the
-    two stages diverge on the first frame."""
+    """`compare_to_reference`, failing loudly.
+
+    Passes when every top-1 class equals the reference's and the logits of at least
+    (1 - `max_off_fraction`) of the frames are within `atol`. A float reference and a graph
+    that computes the same float ops in another order can round a value that sits on a
+    quantization step boundary to the neighbouring level; `max_off_fraction` admits such
+    frames (their count is reported), while integer stages compared among themselves agree
+    exactly. On failure, write the frames, both logits and the model to `evidence_dir` and raise
+    with the size of the difference and, when the `previous` stage is given, the first node
+    where the two stages diverge on the worst frame."""
     check = compare_to_reference(model, frames, reference_logits)
-    if check.exact_classes and check.max_abs_diff <= atol:
+    allowed_off = int(np.floor(max_off_fraction * check.frames))
+    if check.exact_classes and check.frames - check.frames_within(atol) <= allowed_off:
         return check
     message = (f"verification failed after {stage}: {check.classes_equal}/{check.frames} top-1 "
-               f"classes equal, max |logit diff| {check.max_abs_diff:.3g} (allowed {atol:g})")
+               f"classes equal, {check.frames_within(atol)}/{check.frames} frames with logits "
+               f"within {atol:g} (at least {check.frames - allowed_off} required), max |logit "
+               f"diff| {check.max_abs_diff:.3g}")
+    worst = int(np.abs(check.logits - reference_logits).max(axis=1).argmax())
     if previous is not None:
         try:
-            divergence = first_divergence(previous, model, frames[0])
+            divergence = first_divergence(previous, model, frames[worst])
             message += ("; first divergence from the previous stage: " + (
                 f"node {divergence.node} ({divergence.op_type}), tensor {divergence.tensor}, "
                 f"max |diff| {divergence.max_abs_diff:.3g} ({divergence.reason})"
                 if divergence is not None else
-                "none on the first frame: this stage computes what its input graph computes, "
+                f"none on frame {worst}: this stage computes what its input graph computes, "
                 "so that input already differs from what was verified (an edited checkpoint?)"))
         except ToolchainError as err:
             message += f"; no node-by-node comparison: {err}"
@@ -481,8 +522,11 @@ def verify(stage: str, model: ModelWrapper, frames: np.ndarray, reference_logits
         evidence_dir.mkdir(parents=True, exist_ok=True)
         np.save(evidence_dir / f"{stage}_frames.npy", frames)
         np.save(evidence_dir / f"{stage}_reference_logits.npy", reference_logits)
+        np.save(evidence_dir / f"{stage}_logits.npy", check.logits)
+        np.save(evidence_dir / f"{stage}_classes.npy", check.classes)
         model.save(str(evidence_dir / f"{stage}.onnx"))
-        message += f"; frames, reference logits and the model are in {evidence_dir}"
+        message += (f"; frames, reference logits, this stage's logits and classes and the "
+                    f"model are in {evidence_dir}")
     raise ToolchainError(message)
 
 

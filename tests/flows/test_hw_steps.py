@@ -50,7 +50,7 @@ def test_every_graph_step_matches_the_golden_model(built):
     for step, r in records.items():
         assert r["passed"] and r["frames"] == 12, step
         assert r["classes_equal"] == 12, step
-        assert r["max_abs_diff"] <= r["atol"] == 1e-4, step
+        assert r["frames_within_atol"] == 12 and r["max_abs_diff"] <= r["atol"] == 1e-4, step
 
 
 def test_cost_report_of_the_exported_graph(built):
@@ -164,6 +164,9 @@ def test_a_broken_step_fails_naming_the_step_and_node(built, tmp_path, capsys, m
     assert record["step"] == "label_select" and not record["passed"]
     evidence = out / "report" / "mismatch" / "label_select"
     assert np.load(evidence / "label_select_frames.npy").shape[0] == 12
+    stage, golden = (np.load(evidence / f"label_select_{k}.npy")
+                     for k in ("logits", "reference_logits"))
+    assert stage.shape == golden.shape == (12, 24) and np.abs(stage - golden).max() > 1e-4
     assert (evidence / "label_select.onnx").exists()
     # the failed step left no new checkpoint
     assert _checkpoint(out, "label_select").stat().st_mtime_ns == \

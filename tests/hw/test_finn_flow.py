@@ -1,0 +1,56 @@
+"""hw.finn_flow: export errors name the layer."""
+
+import pytest
+import torch
+from torch import nn
+
+from flows.errors import ToolchainError
+from hw.finn_flow import export_qonnx
+
+
+class NotExportable(nn.Module):
+    def forward(self, x):
+        if torch.onnx.is_in_onnx_export():
+            raise RuntimeError("no ONNX symbol for this op")
+        return x
+
+
+def test_export_failure_names_the_layer(tmp_path):
+    model = nn.Sequential(nn.Conv2d(2, 4, (1, 3)), nn.Sequential(nn.ReLU(), NotExportable()))
+    with pytest.raises(ToolchainError, match=r"layer '1\.1' \(NotExportable\) failed with "
+                                             r"RuntimeError: no ONNX symbol"):
+        export_qonnx(model, (2, 1, 16), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    assert model[0].weight.requires_grad  # the model is left usable
+
+
+def _identity_model(n_classes=5):
+    from onnx import TensorProto, helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import qonnx_make_model
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n_classes])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n_classes])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y])
+    return ModelWrapper(qonnx_make_model(graph))
+
+
+def test_verify_admits_rare_boundary_flips_but_never_a_class_change(tmp_path):
+    import numpy as np
+
+    from hw.finn_flow import verify
+
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(12, 5)).astype(np.float32)
+    model = _identity_model()
+    reference = frames.copy()
+    reference[3] += 0.01 * np.sign(reference[3])  # one frame off by more than atol, same class
+    check = verify("s", model, frames, reference, max_off_fraction=0.1)
+    assert check.frames_within(1e-4) == 11 and check.exact_classes
+    with pytest.raises(ToolchainError, match="11/12 frames with logits within 0.0001"):
+        verify("s", model, frames, reference, max_off_fraction=0.0)
+    reference[5] = frames[5]
+    reference[5, frames[5].argmin()] = 10.0  # another class wins
+    with pytest.raises(ToolchainError, match="11/12 top-1 classes equal"):
+        verify("s", model, frames, reference, max_off_fraction=0.5, evidence_dir=tmp_path)
+    assert np.array_equal(np.load(tmp_path / "s_logits.npy"), frames)
