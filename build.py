@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Build a quantized AMC model for an FPGA board: python build.py --model M --board B.
 
-Runs the steps of flows.steps.DEFAULT_FLOW, writing every checkpoint under --out
+Runs the steps of flows.presets.DEFAULT_FLOW, writing every checkpoint under --out
 (default build/<model>_<board>/). Use ./run to get the project's environment first:
     ./run python build.py --model bacalhaunet --board pynq-z2
 """
@@ -9,6 +9,7 @@ Runs the steps of flows.steps.DEFAULT_FLOW, writing every checkpoint under --out
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -79,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         verify_frames=args.verify_frames, seed=args.seed,
         from_step=args.from_step, until_step=args.until_step, target_fps=args.target_fps,
         clock_mhz=args.clock_mhz, folding=args.folding)
+    from hw.vendor import plan_vendor_steps
+
     try:
-        run_flow(cfg)
+        plan = plan_vendor_steps(DEFAULT_FLOW, cfg)
+        if plan.error:
+            raise ToolchainError(plan.error)
+        run_flow(dataclasses.replace(cfg, until_step=plan.steps[-1]) if plan.skipped else cfg)
     except ToolchainError as exc:
         console.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
         return 2
@@ -97,12 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"report it with {log}): {traceback.format_exc().splitlines()[-1]}",
                       highlight=False)
         return 3
-    last = cfg.until_step or DEFAULT_FLOW[-1]
-    if last == DEFAULT_FLOW[-1]:
-        console.print(
-            f"Done: {cfg.out_dir} (reports in {cfg.report_dir}). The build ends after code "
-            "generation: IP generation, FIFO sizing, stitched IP, synthesis and the bitfile "
-            "(Vivado/Vitis 2024.2) are not part of this toolchain version yet.")
+    console.print(f"Done: {cfg.out_dir} (reports in {cfg.report_dir}).")
+    if plan.skipped:
+        console.print(plan.message, highlight=False)
     return 0
 
 

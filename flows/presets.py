@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import flows.hw_steps  # noqa: F401  (registers the FINN steps)
 import flows.steps  # noqa: F401  (registers the data and model steps)
+from flows.vendor_steps import VENDOR_STEPS  # registers the vendor-tool steps
 
 GOLDEN = ("prepare_data", "build_model")
 EXPORT = GOLDEN + ("export_qonnx", "cost")
 ESTIMATE = EXPORT + ("to_finn", "streamline", "label_select", "convert_to_hw", "partition",
                      "specialize", "fold", "estimate")
 CODEGEN = ESTIMATE + ("codegen",)
+FULL = CODEGEN + VENDOR_STEPS  # needs Vivado/Vitis; without them the build stops at codegen
 
-DEFAULT_FLOW = CODEGEN
+DEFAULT_FLOW = FULL

@@ -94,6 +94,17 @@ def test_resume_without_earlier_build_is_an_error(tmp_path, capsys):
     assert "holds no earlier build" in capsys.readouterr().err
 
 
+def test_until_bitfile_without_vivado_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no vendor tool can be found
+    monkeypatch.delenv("XILINX_VIVADO", raising=False)
+    rc = build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out",
+                     str(tmp_path / "out"), "--until", "bitfile"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "vivado" in err and "docker run" in err and "bitfile" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_from_after_until_is_an_error(tmp_path, capsys):
     assert build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out",
                        str(tmp_path / "out"), "--from", "fold", "--until", "streamline"]) == 2
@@ -109,7 +120,7 @@ def test_until_stops_after_the_step(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--model", "nonet", "--board", "pynq-z2"], "invalid choice: 'nonet'"),
     (["--model", "bacalhaunet", "--board", "zedboard"], "invalid choice: 'zedboard'"),
-    (["--model", "bacalhaunet", "--board", "pynq-z2", "--until", "bitfile"], "invalid choice"),
+    (["--model", "bacalhaunet", "--board", "pynq-z2", "--until", "bitstream"], "invalid choice"),
     (["--model", "bacalhaunet", "--board", "pynq-z2", "--bits", "1"], "--bits 1"),
     (["--model", "bacalhaunet", "--board", "pynq-z2", "--target-fps", "0"], "--target-fps 0"),
 ])
