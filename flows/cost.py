@@ -38,6 +38,7 @@ from qonnx.core.modelwrapper import ModelWrapper
 
 from flows.errors import InputFileError, ToolchainError
 from flows.fileio import atomic_write_text
+from models.checkpoints import load_state, read_checkpoint_file
 
 __all__ = [
     "BaselineCost", "ChallengeScore", "CostReport", "CostTotals", "LayerCost", "OpRef",
@@ -309,8 +310,8 @@ def _baseline_cost(reference: str) -> BaselineCost:
         torch.manual_seed(0)
         model = build_model(BASELINE_MODEL, BASELINE_BITS)
     if checkpoint.is_file():
-        state = _read_torch_file(checkpoint)
-        _load_state(model, state, BASELINE_MODEL, checkpoint)
+        state = read_checkpoint_file(checkpoint)
+        load_state(model, state, BASELINE_MODEL, checkpoint)
         sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
         report = model_cost(model, spec.input_shape, discount_sparsity=True)
         return BaselineCost(
@@ -354,7 +355,7 @@ def zoo_model_cost(model_name: str, bits: int | None = None, state_dict: dict | 
         torch.manual_seed(0)
         model = build_model(model_name, bits)
     if state_dict is not None:
-        _load_state(model, state_dict, model_name, "state dict")
+        load_state(model, state_dict, model_name, "state dict")
     bits_used = spec.default_bits if bits is None else bits
     weights = "given weights" if state_dict is not None else "untrained weights (seed 0)"
     return model_cost(model, spec.input_shape, discount_sparsity=discount_sparsity,
@@ -380,53 +381,6 @@ def sweep_cost(model, ckpt: dict) -> dict:
 
 # --- weights -----------------------------------------------------------------------------------
 
-def _read_torch_file(path: Path):
-    import pickle
-
-    import torch
-
-    if not path.is_file():
-        raise InputFileError(path, "no such checkpoint file" if not path.exists()
-                             else "is not a file", expected="a .pt/.pth file saved with torch.save")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise InputFileError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__})",
-                             expected="a file saved with torch.save") from None
-
-
-def _load_state(model, state: dict, model_name: str, origin) -> None:
-    """Load `state` into `model` with key and shape checks; Conv1d weights (C, G, k) of a
-    published checkpoint become the (C, G, 1, k) of the zoo's (1, k) convs."""
-    import torch
-
-    from flows.train import full_state_dict
-    from models.layers import from_conv1d_state_dict
-
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise InputFileError(origin, "is not a state dict (name -> tensor)",
-                             expected=f"the state dict of {model_name}")
-    state = from_conv1d_state_dict(state)
-    with full_state_dict():
-        own = model.state_dict()
-        for key, value in state.items():
-            if key in own and tuple(value.shape) != tuple(own[key].shape):
-                raise InputFileError(origin, f"key {key!r} has shape {tuple(value.shape)}",
-                                     expected=f"shape {tuple(own[key].shape)} for {model_name}")
-        try:
-            result = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            raise ToolchainError(f"{origin}: cannot load into {model_name}: {exc}") from None
-    missing, unexpected = result.missing_keys, result.unexpected_keys
-    if missing or unexpected:
-        first = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
-        raise InputFileError(origin, f"does not match model {model_name}: {first} "
-                             f"({len(missing)} missing, {len(unexpected)} unexpected)",
-                             expected=f"the state dict of {model_name}",
-                             fix="Pass the --model the weights were trained for")
-
-
 def checkpoint_cost(path: str | os.PathLike, *, model_name: str | None = None,
                     bits: int | None = None, discount_sparsity: bool = True) -> CostReport:
     """The cost of a checkpoint: a toolchain checkpoint (dict with model, weight_bits,
@@ -434,15 +388,12 @@ def checkpoint_cost(path: str | os.PathLike, *, model_name: str | None = None,
     of zoo model `model_name`."""
     import torch
 
+    from models.checkpoints import split_checkpoint
     from models.registry import get_model_spec, model_names
     from models.zoo import build_model
 
     path = Path(path)
-    ckpt = _read_torch_file(path)
-    if not isinstance(ckpt, dict):
-        raise InputFileError(path, f"holds a {type(ckpt).__name__}",
-                             expected="a state dict or a dict with a 'state_dict' entry")
-    header, state = (ckpt, ckpt["state_dict"]) if "state_dict" in ckpt else ({}, ckpt)
+    header, state = split_checkpoint(read_checkpoint_file(path), path)
     named = header.get("model")
     if named is not None and model_name is not None and named != model_name:
         raise InputFileError(path, f"is a checkpoint for model {named!r}",
@@ -459,7 +410,7 @@ def checkpoint_cost(path: str | os.PathLike, *, model_name: str | None = None,
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = build_model(name, weight_bits=weight_bits, act_bits=act_bits)
-    _load_state(model, state, name, path)
+    load_state(model, state, name, path)
     return model_cost(model, spec.input_shape, discount_sparsity=discount_sparsity,
                       source=f"{name} (weights {weight_bits} bits, activations {act_bits} bits) "
                              f"from {path}")

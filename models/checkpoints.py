@@ -7,7 +7,9 @@ Checkpoints the toolchain writes are dicts with `model`, `weight_bits`, `act_bit
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 from flows.errors import InputFileError, ToolchainError
 
@@ -48,49 +50,92 @@ def is_untrained(cfg) -> bool:
     return cfg.weights is None and shipped_checkpoint(cfg.model) is None
 
 
-def load_checkpoint(model, path: Path, model_name: str, weight_bits: int, act_bits: int) -> None:
+def read_checkpoint_file(path: Path):
+    """What `torch.load` reads from `path` (tensors and plain data only), or a clear error."""
     import pickle
 
     import torch
 
+    path = Path(path)
     if not path.is_file():
-        raise InputFileError(path, "no such checkpoint file",
-                             fix="Pass --weights with an existing .pt file")
+        raise InputFileError(path, "no such checkpoint file" if not path.exists()
+                             else "is not a file", expected="a .pt/.pth file saved with torch.save",
+                             fix="Pass an existing checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         raise InputFileError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__})",
                              expected="a file saved with torch.save") from None
+
+
+def split_checkpoint(ckpt, path: Path) -> tuple[dict, dict]:
+    """(header, state dict) of a toolchain checkpoint; a bare state dict has an empty header."""
     if isinstance(ckpt, dict) and "state_dict" in ckpt:
-        for key, want in (("model", model_name), ("weight_bits", weight_bits),
-                          ("act_bits", act_bits)):
-            if key in ckpt and ckpt[key] != want:
-                raise InputFileError(path, f"checkpoint is for {key}={ckpt[key]!r}",
-                                     expected=f"{key}={want!r}",
-                                     fix="Pass the matching --model/--bits, or another --weights")
-        state = ckpt["state_dict"]
-    elif isinstance(ckpt, dict):
-        state = ckpt
-    else:
-        raise InputFileError(path, f"holds a {type(ckpt).__name__}",
-                             expected="a state dict or a dict with a 'state_dict' entry")
-    own = model.state_dict()
-    for key, value in state.items():
-        if key in own and tuple(value.shape) != tuple(own[key].shape):
-            raise InputFileError(path, f"key {key!r} has shape {tuple(value.shape)}",
-                                 expected=f"shape {tuple(own[key].shape)} for {model_name}")
+        return ckpt, ckpt["state_dict"]
+    if isinstance(ckpt, dict):
+        return {}, ckpt
+    raise InputFileError(path, f"holds a {type(ckpt).__name__}",
+                         expected="a state dict or a dict with a 'state_dict' entry")
+
+
+@contextlib.contextmanager
+def full_state_dict() -> Iterator[None]:
+    """Brevitas drops an activation quantizer's scale from `state_dict()` until its first
+    training step; inside this block it keeps it, so every checkpoint lists every scale,
+    trained or not."""
+    import brevitas.config as bconfig
+
+    old = bconfig._FULL_STATE_DICT
+    bconfig._FULL_STATE_DICT = True
     try:
-        # strict=False: Brevitas loads the learned scales its fresh quantizers do not list yet;
-        # what is still missing or unexpected after that is reported below.
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        raise ToolchainError(f"{path}: cannot load into {model_name}: {exc}") from None
+        yield
+    finally:
+        bconfig._FULL_STATE_DICT = old
+
+
+def load_state(model, state, model_name: str, origin) -> None:
+    """Load `state` into `model` with key and shape checks; the first offending key is named.
+    Conv1d weights (C, G, k) of a published checkpoint become the (C, G, 1, k) of the zoo's
+    (1, k) convs."""
+    import torch
+
+    from models.layers import from_conv1d_state_dict
+
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise InputFileError(origin, "is not a state dict (name -> tensor)",
+                             expected=f"the state dict of {model_name}")
+    state = from_conv1d_state_dict(state)
+    with full_state_dict():
+        own = model.state_dict()
+        for key, value in state.items():
+            if key in own and tuple(value.shape) != tuple(own[key].shape):
+                raise InputFileError(origin, f"key {key!r} has shape {tuple(value.shape)}",
+                                     expected=f"shape {tuple(own[key].shape)} for {model_name}")
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise ToolchainError(f"{origin}: cannot load into {model_name}: {exc}") from None
     missing, unexpected = result.missing_keys, result.unexpected_keys
     if missing or unexpected:
         first = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
-        raise InputFileError(path, f"does not match model {model_name}: {first} "
+        raise InputFileError(origin, f"does not match model {model_name}: {first} "
                              f"({len(missing)} missing, {len(unexpected)} unexpected)",
-                             expected=f"the state dict of {model_name}")
+                             expected=f"the state dict of {model_name}",
+                             fix="Pass the --model the weights were trained for")
+
+
+def load_checkpoint(model, path: Path, model_name: str, weight_bits: int, act_bits: int) -> None:
+    """Load a toolchain checkpoint or bare state dict into `model`, checking that a
+    checkpoint's header names this model and these bit widths."""
+    header, state = split_checkpoint(read_checkpoint_file(path), path)
+    for key, want in (("model", model_name), ("weight_bits", weight_bits),
+                      ("act_bits", act_bits)):
+        if key in header and header[key] != want:
+            raise InputFileError(path, f"checkpoint is for {key}={header[key]!r}",
+                                 expected=f"{key}={want!r}",
+                                 fix="Pass the matching --model/--bits, or another --weights")
+    load_state(model, state, model_name, path)
 
 
 def calibrate_untrained(model, x, passes: int = 8) -> None:
