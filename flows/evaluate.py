@@ -87,7 +87,7 @@ def summarize(pred: np.ndarray, labels: np.ndarray, snrs_db: np.ndarray,
     per_class = [{"class": class_names[c], "frames": int((labels == c).sum()),
                   "accuracy": float(correct[labels == c].mean())} for c in present]
     return Evaluation(class_names=list(class_names),
-                      classes_scored=[class_names[c] for c in present], frames=int(len(pred)),
+                      classes_scored=[class_names[c] for c in present], frames=len(pred),
                       accuracy=float(correct.mean()), per_snr=per_snr, per_class=per_class,
                       confusion=confusion.tolist(), **meta)
 
@@ -111,10 +111,10 @@ def write_evaluation(ev: Evaluation, out_dir: Path) -> list[Path]:
 def print_summary(ev: Evaluation, out_dir: Path | None = None) -> None:
     from rich.console import Console
 
-    by_snr = ", ".join(f"{r['snr_db']:+d}:{100 * r['accuracy']:.0f}" for r in ev.per_snr)
+    by_snr = " ".join(f"{r['snr_db']:+d}:{100 * r['accuracy']:.0f}" for r in ev.per_snr)
     Console(stderr=True, soft_wrap=True).print(
         f"{ev.model} w{ev.weight_bits}a{ev.act_bits} on {ev.split} ({ev.frames} frames): "
-        f"accuracy {100 * ev.accuracy:.2f} %; per SNR dB:% {by_snr}"
+        f"accuracy {100 * ev.accuracy:.2f} %; per SNR (dB:%) {by_snr}"
         + (f"; written to {out_dir}" if out_dir else ""), highlight=False)
 
 

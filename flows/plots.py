@@ -58,12 +58,19 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path, *,
 
 
 def plot_accuracy_vs_bits(bits: Sequence[int], accuracy: Sequence[float], path, *,
-                          title: str) -> Path:
-    """Test accuracy (%) per weight/activation bit width (accuracy only: no cost axis yet)."""
+                          title: str, score: Sequence[float] | None = None) -> Path:
+    """Test accuracy (%) per weight/activation bit width; with `score`, against the challenge
+    cost score instead (each point labelled with its bit width; lower score is cheaper)."""
     fig = Figure(figsize=(5.0, 3.6))
     ax = fig.add_subplot()
-    ax.plot(list(bits), [100 * a for a in accuracy], marker="o")
-    ax.set(xlabel="weight and activation bits", ylabel="test accuracy (%)", title=title)
-    ax.set_xticks(list(bits))
+    xs = list(bits) if score is None else list(score)
+    ax.plot(xs, [100 * a for a in accuracy], marker="o")
+    if score is None:
+        ax.set(xlabel="weight and activation bits", ylabel="test accuracy (%)", title=title)
+        ax.set_xticks(list(bits))
+    else:
+        ax.set(xlabel="cost score (8-bit VGG10 = 1)", ylabel="test accuracy (%)", title=title)
+        for x, a, b in zip(xs, accuracy, bits):
+            ax.annotate(f"{b} bit", (x, 100 * a), textcoords="offset points", xytext=(4, 4))
     ax.grid(alpha=0.3)
     return _save(fig, path)

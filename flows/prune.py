@@ -97,7 +97,7 @@ class MagnitudePruner:
                     raise ToolchainError(f"--prune-fraction {fraction}: expected a value in "
                                          "(0, 1), the share of live weights removed per round.")
                 alive = torch.cat([magnitudes[n][self.masks[n]] for n in self.params])
-                k = int(round(fraction * alive.numel()))
+                k = round(fraction * alive.numel())
                 if k == 0:
                     self.rounds_done += 1
                     return 0

@@ -8,9 +8,10 @@ Every option other than --bits and --out is a `flows.train` option, applied at e
 into OUT/w<W>a<W>/; the table goes to OUT/sweep.json and OUT/sweep.md, the plot to
 OUT/accuracy_vs_bits.png.
 
-Cost: accuracy only for now. The hardware cost axis (bit operations, weight bits) comes from
-a later issue through the `cost_fn` hook of `run_sweep`: a callable (model, checkpoint dict) ->
-{name: number} whose entries become columns of the table.
+Cost: each width's best checkpoint is costed by `flows.cost.sweep_cost` (bit operations, weight
+bits, challenge score against the 8-bit VGG10); the plot shows accuracy against that score.
+`run_sweep`'s `cost_fn` hook takes any callable (model, checkpoint dict) -> {name: number},
+or None for accuracy only.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from typing import Callable, Sequence
 
 from flows.errors import ToolchainError
 from flows.fileio import atomic_write_text
-from flows.train import REPO_ROOT, TrainConfig, config_from_args, model_from_checkpoint, train
+from flows.train import (
+    REPO_ROOT,
+    TrainConfig,
+    config_from_args,
+    model_from_checkpoint,
+    train,
+)
 
 CostFn = Callable[..., dict]  # (model, checkpoint dict) -> {"total_bops": ..., ...}
 NO_COST_NOTE = "accuracy only: no cost computed (cost_fn is None; the cost axis comes later)"
@@ -93,10 +100,12 @@ def run_sweep(base: TrainConfig, bits: Sequence[int], out_dir: Path,
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "sweep.json", json.dumps(sweep.to_dict(), indent=2) + "\n")
     atomic_write_text(out_dir / "sweep.md", sweep.markdown())
+    scores = [r.cost.get("challenge_score") for r in rows]
     plot_accuracy_vs_bits([r.bits for r in rows], [r.test_accuracy for r in rows],
                           out_dir / "accuracy_vs_bits.png",
-                          title=f"{base.model}: test accuracy vs bits"
-                          + ("" if cost_fn else " (accuracy only)"))
+                          title=f"{base.model}: test accuracy vs "
+                          + ("cost score" if None not in scores else "bits (accuracy only)"),
+                          score=None if None in scores else scores)
     return sweep
 
 
@@ -112,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = config_from_args(rest)
     out = args.out or REPO_ROOT / "build" / "sweep" / base.model
     try:
-        sweep = run_sweep(base, args.bits, out)
+        from flows.cost import sweep_cost
+
+        sweep = run_sweep(base, args.bits, out, cost_fn=sweep_cost)
     except ToolchainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

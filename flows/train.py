@@ -41,28 +41,28 @@ auxiliary classifiers (`forward_with_aux`, summed cross-entropy).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import platform
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from mashumaro import DataClassDictMixin
 from mashumaro.config import BaseConfig
+from mashumaro.exceptions import ExtraKeysError, InvalidFieldValue, MissingField
 from torch import nn
 
 from flows.errors import InputFileError, ToolchainError
 from flows.fileio import atomic_path, atomic_write_text
+from models.checkpoints import full_state_dict  # re-exported: tests and PTQ use it here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC_DIR = REPO_ROOT / "data" / "synthetic"  # git-ignored (/data/)
@@ -321,34 +321,11 @@ def make_splits(source) -> Splits:
 # Checkpoints
 # --------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def full_state_dict() -> Iterator[None]:
-    """Brevitas drops an activation quantizer's scale from `state_dict()` until its first
-    training step; inside this block it keeps it, so a fresh model and a trained checkpoint have
-    the same keys (`load_checkpoint` compares them)."""
-    import brevitas.config as bconfig
-
-    old = bconfig._FULL_STATE_DICT
-    bconfig._FULL_STATE_DICT = True
-    try:
-        yield
-    finally:
-        bconfig._FULL_STATE_DICT = old
-
-
 def read_checkpoint(path: str | Path) -> dict:
     """A toolchain checkpoint (dict with model, weight_bits, act_bits, state_dict), checked."""
-    import pickle
+    from models.checkpoints import read_checkpoint_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "no such checkpoint file" if not path.exists()
-                             else "is not a file", expected="a .pt file written by flows.train")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise InputFileError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__})",
-                             expected="a file saved with torch.save") from None
+    ckpt = read_checkpoint_file(Path(path))
     missing = [k for k in ("model", "weight_bits", "act_bits", "state_dict")
                if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
@@ -371,8 +348,7 @@ def load_weights(model: nn.Module, path, ckpt: dict) -> None:
     the same), through `models.checkpoints.load_checkpoint`'s key and shape checks."""
     from models.checkpoints import load_checkpoint
 
-    with full_state_dict():
-        load_checkpoint(model, Path(path), ckpt["model"], ckpt["weight_bits"], ckpt["act_bits"])
+    load_checkpoint(model, Path(path), ckpt["model"], ckpt["weight_bits"], ckpt["act_bits"])
 
 
 def model_from_checkpoint(path, *, weight_bits: int | None = None, act_bits: int | None = None
@@ -438,7 +414,7 @@ def inference_checkpoint(ckpt: dict) -> dict:
     ship. Still loadable by `load_checkpoint`; not resumable."""
     drop = ("optimizer", "scheduler", "rng", "quantizer_state", "pruning")
     out = {k: v for k, v in ckpt.items() if k not in drop}
-    if "pruning" in ckpt:
+    if ckpt.get("pruning") is not None:
         out["pruning_rounds_done"] = ckpt["pruning"]["rounds_done"]
     return out
 
@@ -525,9 +501,9 @@ class _Run:
                                  "selection (too few frames per cell)",
                                  fix="Use a file with more frames per (class, SNR) cell")
         self.train_rows = np.sort(train)
-        self.split_record = {"rule": self.splits.rule, "train_frames": int(len(self.train_rows)),
-                             "val_frames": int(len(self.val_rows)),
-                             "test_frames": int(len(self.splits.test)),
+        self.split_record = {"rule": self.splits.rule, "train_frames": len(self.train_rows),
+                             "val_frames": len(self.val_rows),
+                             "test_frames": len(self.splits.test),
                              "snr_min_db": cfg.snr_min, "snr_max_db": cfg.snr_max,
                              "classes": cfg.classes, "max_frames": cfg.max_frames}
 
@@ -567,7 +543,11 @@ class _Run:
             raise InputFileError(cfg.resume, "holds no training state (an inference checkpoint, "
                                  "e.g. a shipped one?)", expected="last.pt or best.pt of a run",
                                  fix="Use --init to start a new run from its weights")
-        saved = TrainConfig.from_dict(ckpt["config"])
+        try:
+            saved = TrainConfig.from_dict(ckpt["config"])
+        except (ExtraKeysError, InvalidFieldValue, MissingField) as exc:
+            raise InputFileError(cfg.resume, f"holds a training configuration this version "
+                                 f"cannot read ({exc})", fix=fix) from None
         for name in _RESUME_FIELDS:
             old, new = getattr(saved, name), getattr(cfg, name)
             if isinstance(old, Path) or isinstance(new, Path):
