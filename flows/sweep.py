@@ -35,7 +35,7 @@ from flows.train import (
 )
 
 CostFn = Callable[..., dict]  # (model, checkpoint dict) -> {"total_bops": ..., ...}
-NO_COST_NOTE = "accuracy only: no cost computed (cost_fn is None; the cost axis comes later)"
+NO_COST_NOTE = "accuracy only: no cost computed (run_sweep was given no cost_fn)"
 
 
 @dataclass
