@@ -29,7 +29,6 @@ from flows.errors import ToolchainError
 from flows.train import (
     DEFAULT_SYNTHETIC_FRAMES_PER_CELL,
     REPO_ROOT,
-    _check_checkpoint,
     _console,
     evaluate_rows,
     full_state_dict,
@@ -42,6 +41,7 @@ from flows.train import (
     save_checkpoint,
     versions,
 )
+from models.checkpoints import check_header
 
 
 def reset_activation_scales(model: nn.Module) -> int:
@@ -87,7 +87,7 @@ def run_ptq(model_name: str, checkpoint, data: str, calib_frames: int, *, bits: 
     if calib_frames < 1:
         raise ToolchainError(f"--calib-frames {calib_frames}: expected 1 or more.")
     ckpt = read_checkpoint(checkpoint)
-    _check_checkpoint(checkpoint, ckpt, model=model_name,
+    check_header(checkpoint, ckpt, model=model_name,
                       fix="Pass a checkpoint of --model (any bit width)")
     trained = ckpt.get("dataset") or {}
     record = resolve_data(data, spec.dataset,

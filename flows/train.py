@@ -62,7 +62,10 @@ from torch import nn
 
 from flows.errors import InputFileError, ToolchainError
 from flows.fileio import atomic_path, atomic_write_text
-from models.checkpoints import full_state_dict  # re-exported: tests and PTQ use it here
+from models.checkpoints import (
+    check_header,
+    full_state_dict,  # re-exported: tests and PTQ use it here
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC_DIR = REPO_ROOT / "data" / "synthetic"  # git-ignored (/data/)
@@ -335,20 +338,13 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def _check_checkpoint(path, ckpt: dict, *, model: str | None = None, weight_bits=None,
-                      act_bits=None, fix: str) -> None:
-    for key, want in (("model", model), ("weight_bits", weight_bits), ("act_bits", act_bits)):
-        if want is not None and ckpt[key] != want:
-            raise InputFileError(path, f"is a checkpoint for {key}={ckpt[key]!r}",
-                                 expected=f"{key}={want!r}", fix=fix)
-
-
 def load_weights(model: nn.Module, path, ckpt: dict) -> None:
-    """The checkpoint's weights into `model` (which may have other bit widths: the keys are
-    the same), through `models.checkpoints.load_checkpoint`'s key and shape checks."""
-    from models.checkpoints import load_checkpoint
+    """The weights of `ckpt` (already read from `path`) into `model` (which may have other bit
+    widths: the keys are the same), with `models.checkpoints.load_state`'s key and shape
+    checks."""
+    from models.checkpoints import load_state
 
-    load_checkpoint(model, Path(path), ckpt["model"], ckpt["weight_bits"], ckpt["act_bits"])
+    load_state(model, ckpt["state_dict"], ckpt["model"], Path(path))
 
 
 def model_from_checkpoint(path, *, weight_bits: int | None = None, act_bits: int | None = None
@@ -470,7 +466,7 @@ class _Run:
         init_ckpt = None
         if cfg.init is not None:
             init_ckpt = read_checkpoint(cfg.init)
-            _check_checkpoint(cfg.init, init_ckpt, model=cfg.model,
+            check_header(cfg.init, init_ckpt, model=cfg.model,
                               weight_bits=None if cfg.init_any_bits else cfg.weight_bits,
                               act_bits=None if cfg.init_any_bits else cfg.act_bits,
                               fix="Pass a checkpoint of this model and bit width (or "
@@ -537,7 +533,7 @@ class _Run:
     def _check_resume(cfg: TrainConfig) -> dict:
         ckpt = read_checkpoint(cfg.resume)
         fix = "Resume with the options of the original run (only --epochs and --out may change)"
-        _check_checkpoint(cfg.resume, ckpt, model=cfg.model, weight_bits=cfg.weight_bits,
+        check_header(cfg.resume, ckpt, model=cfg.model, weight_bits=cfg.weight_bits,
                           act_bits=cfg.act_bits, fix=fix)
         if "optimizer" not in ckpt or "config" not in ckpt:
             raise InputFileError(cfg.resume, "holds no training state (an inference checkpoint, "

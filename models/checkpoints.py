@@ -125,16 +125,22 @@ def load_state(model, state, model_name: str, origin) -> None:
                              fix="Pass the --model the weights were trained for")
 
 
+def check_header(path, header: dict, *, model: str | None = None, weight_bits=None,
+                 act_bits=None, fix: str = "Pass the matching --model/--bits, or another "
+                                          "--weights") -> None:
+    """Raise if the checkpoint header names another model or other bit widths than asked
+    (None: not checked; a key the header lacks is not checked either)."""
+    for key, want in (("model", model), ("weight_bits", weight_bits), ("act_bits", act_bits)):
+        if want is not None and key in header and header[key] != want:
+            raise InputFileError(path, f"is a checkpoint for {key}={header[key]!r}",
+                                 expected=f"{key}={want!r}", fix=fix)
+
+
 def load_checkpoint(model, path: Path, model_name: str, weight_bits: int, act_bits: int) -> None:
     """Load a toolchain checkpoint or bare state dict into `model`, checking that a
     checkpoint's header names this model and these bit widths."""
     header, state = split_checkpoint(read_checkpoint_file(path), path)
-    for key, want in (("model", model_name), ("weight_bits", weight_bits),
-                      ("act_bits", act_bits)):
-        if key in header and header[key] != want:
-            raise InputFileError(path, f"checkpoint is for {key}={header[key]!r}",
-                                 expected=f"{key}={want!r}",
-                                 fix="Pass the matching --model/--bits, or another --weights")
+    check_header(path, header, model=model_name, weight_bits=weight_bits, act_bits=act_bits)
     load_state(model, state, model_name, path)
 
 
