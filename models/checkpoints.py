@@ -1,8 +1,9 @@
 """Build a zoo model and load its weights from a checkpoint, with clear errors on mismatch.
 
 Checkpoints the toolchain writes are dicts with `model`, `weight_bits`, `act_bits` and
-`state_dict`; a bare state dict of the same model is accepted too. Shipped checkpoints live in
-`models/weights/<name>.pt`.
+`state_dict`; a bare state dict of the same model is accepted too, and so are the published
+layouts of `models.published` (the challenge's VGG10, the winner's BacalhauNet). Shipped
+checkpoints live in `models/weights/<name>.pt`.
 """
 
 from __future__ import annotations
@@ -95,16 +96,23 @@ def full_state_dict() -> Iterator[None]:
 
 def load_state(model, state, model_name: str, origin) -> None:
     """Load `state` into `model` with key and shape checks; the first offending key is named.
-    Conv1d weights (C, G, k) of a published checkpoint become the (C, G, 1, k) of the zoo's
-    (1, k) convs."""
+
+    A published checkpoint layout (`models.published`: the challenge's VGG10, the winner's
+    BacalhauNet) is recognised by its keys and loaded through its explicit, checked mapping.
+    Any other Conv1d weights (C, G, k) become the (C, G, 1, k) of the zoo's (1, k) convs."""
     import torch
 
     from models.layers import from_conv1d_state_dict
+    from models.published import detect_layout, load_published
 
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
         raise InputFileError(origin, "is not a state dict (name -> tensor)",
                              expected=f"the state dict of {model_name}")
+    layout = detect_layout(state)
+    if layout is not None:
+        load_published(model, state, model_name, origin, layout)
+        return
     state = from_conv1d_state_dict(state)
     with full_state_dict():
         own = model.state_dict()
