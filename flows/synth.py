@@ -147,6 +147,9 @@ class Physics:
     ssb_residual_carrier_range: tuple[float, float]  # AM-SSB-SC carrier / sideband peak
     fm_deviation_hz_range: tuple[float, float]  # FM peak frequency deviation (message peak 1)
     normalisation: str  # "power": mean |x|^2 = 1 (2018); "l1": sum |x| = 1 (2016)
+    # frequency where the link pulse's amplitude response is 1/2, over half the symbol rate
+    # (1/(2 sps)): 1.0 is a Nyquist (ISI-free) raised cosine; below 1 the link is narrower
+    pulse_half_amplitude_ratio: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -228,10 +231,10 @@ _AM_2018 = dict(fs_hz=100e3, pitch_hz=(100.0, 250.0),
                 voiced_fraction_range=(0.3, 1.0))
 
 RML2018_PHYSICS = Physics(
-    sps=8, pulse="rc", rolloff_range=(0.15, 0.35), sample_rate_offset_max=0.005,
-    cfo_max_cycles_per_sample=0.001, rician_k_db_range=(3.0, 20.0), rayleigh_fraction=0.1,
-    doppler_max_cycles_per_sample=1e-4, echo_delays_samples=((0.5, 3.0), (0.5, 3.0)),
-    echo_power_db=((-25.0, -10.0), (-25.0, -10.0)), audio_band_hz=(100.0, 3400.0),
+    sps=8, pulse="rc", rolloff_range=(0.417, 0.417), pulse_half_amplitude_ratio=0.915,
+    sample_rate_offset_max=0.005, cfo_max_cycles_per_sample=5e-5,
+    rician_k_db_range=(3.0, 20.0), rayleigh_fraction=0.1, doppler_max_cycles_per_sample=0.0,
+    echo_delays_samples=(), echo_power_db=(), audio_band_hz=(100.0, 3400.0),
     am_index_range=(0.3, 0.8), ssb_sideband_range=(0.3, 0.9),
     ssb_residual_carrier_range=(0.0, 0.3), fm_deviation_hz_range=(2.5e3, 5e3),
     normalisation="power", **_AM_2018,
@@ -340,9 +343,10 @@ def _tables(lg: int, phys: Physics) -> _Tables:
     lo, hi = phys.rolloff_range
     rolloffs = np.linspace(lo, hi, ROLLOFF_STEPS) if hi > lo else np.array([lo])
     freq = np.fft.fftfreq(lg)
-    band = np.flatnonzero(np.abs(freq) < (1 + hi) / (2 * phys.sps))
+    half = phys.pulse_half_amplitude_ratio / (2 * phys.sps)  # where the RC response is 1/2
+    band = np.flatnonzero(np.abs(freq) < (1 + hi) * half)
     f, beta = np.abs(freq[band])[None, :], rolloffs[:, None]
-    f1, f2 = (1 - beta) / (2 * phys.sps), (1 + beta) / (2 * phys.sps)
+    f1, f2 = (1 - beta) * half, (1 + beta) * half
     ramp = 0.5 * (1 + np.cos(np.pi * np.clip((f - f1) / (f2 - f1), 0.0, 1.0)))
     rc = np.where(f <= f1, 1.0, np.where(f >= f2, 0.0, ramp))
     if phys.pulse not in ("rc", "rrc"):
