@@ -1,0 +1,50 @@
+"""The deploy build step: the package to copy onto the board (`hw.deploy`), after codegen.
+
+The vendor `bitfile` step adds the bitfile/hwh or xclbin to the package through
+`add_bitfiles_to_package`.
+"""
+
+from __future__ import annotations
+
+from flows.config import BuildConfig
+from flows.steps import build_step
+
+__all__ = ["add_bitfiles_to_package", "step_deploy"]
+
+
+@build_step("deploy", None)
+def step_deploy(model, cfg: BuildConfig):
+    """Write the deploy package `OUT/deploy/`: driver, I/O description, final graph, test set.
+
+    `io.json` comes from the final dataflow graph (input/output datatypes and normal, folded
+    and packed shapes; the software part in front of the accelerator; the input quantizer's
+    scale and range); `testset.npz` holds the verification frames with labels, SNRs and the
+    golden classes; `README.md` the two commands to run on the board. The package is checked
+    by running its test set through the emulate backend: every class must equal the golden
+    model's, else the step fails.
+    """
+    import numpy as np
+
+    from flows.errors import ToolchainError
+    from flows.hw_steps import _finn, _parent
+    from hw.deploy import write_deploy_package
+    from hw.driver.accelerator import Accelerator
+
+    _finn(cfg)
+    out = write_deploy_package(model, _parent(cfg), cfg)
+    testset = np.load(out / "testset.npz")
+    classes = Accelerator(out, backend="emulate", batch_size=256).classify(testset["x"])
+    equal = int((classes == testset["golden_class"]).sum())
+    if equal != len(classes):
+        raise ToolchainError(f"deploy: the package's emulate backend gives the golden class on "
+                             f"{equal}/{len(classes)} test frames; the package is in {out}")
+    print(f"deploy package: {out} ({equal}/{len(classes)} test frames agree with the golden "
+          "model through the emulate backend)")
+    return model
+
+
+def add_bitfiles_to_package(cfg: BuildConfig, files) -> None:
+    """Copy the vendor step's bitfile + hwh (Zynq) or xclbin (Alveo) into `OUT/deploy/`."""
+    from hw.deploy import DEPLOY_DIRNAME, add_bitfiles
+
+    add_bitfiles(cfg.out_dir / DEPLOY_DIRNAME, files)
