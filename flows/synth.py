@@ -253,8 +253,8 @@ RML2016_PHYSICS = Physics(
 
 RML2018_MODULATIONS: dict[str, Modulation] = {
     "OOK": _linear(pam_points(2, unipolar=True)),
-    "4ASK": _linear(pam_points(4)),
-    "8ASK": _linear(pam_points(8)),
+    "4ASK": _linear(pam_points(4, unipolar=True)),
+    "8ASK": _linear(pam_points(8, unipolar=True)),
     "BPSK": _linear(psk_points(2)),
     "QPSK": _linear(psk_points(4, np.pi / 4)),
     "8PSK": _linear(psk_points(8)),
@@ -275,7 +275,7 @@ RML2018_MODULATIONS: dict[str, Modulation] = {
     "AM-DSB-WC": Modulation("dsb", carrier=True),
     "AM-DSB-SC": Modulation("dsb", carrier=False),
     "FM": Modulation("fm"),
-    "GMSK": Modulation("cpm", h=0.5, bt=0.3),
+    "GMSK": Modulation("cpm", h=0.5, bt=0.35),
     "OQPSK": Modulation("oqpsk", points=psk_points(4, np.pi / 4)),
 }
 
