@@ -129,10 +129,26 @@ def test_measured_snr_tracks_the_label(name):
 
 
 def test_frames_have_unit_average_power():
+    """Unit power, except the SSB classes: louder like the real SSB frames (frame_rms)."""
     for name in RML2018_CLASSES:
+        lo, hi = synth.RML2018_MODULATIONS[name].frame_rms
         for snr in (-20, 30):
             y = synth.generate_frames(name, snr, 3, np.random.default_rng(1))
-            np.testing.assert_allclose(np.mean(np.abs(y) ** 2, axis=1), 1.0, rtol=1e-4)
+            rms = np.sqrt(np.mean(np.abs(y) ** 2, axis=1))
+            if lo == hi:
+                np.testing.assert_allclose(rms, lo, rtol=1e-4)
+            else:
+                assert np.all((rms >= lo * (1 - 1e-4)) & (rms <= hi * (1 + 1e-4))), (name, rms)
+
+
+def test_ssb_frames_exceed_the_input_range_like_the_real_ones():
+    assert synth.RML2018_MODULATIONS["AM-SSB-WC"].frame_rms[0] >= 2.0
+    for name in ("AM-SSB-WC", "AM-SSB-SC"):
+        y = synth.generate_frames(name, 30, 32, np.random.default_rng(2))
+        parts = np.concatenate([y.real.ravel(), y.imag.ravel()])
+        assert np.mean(np.abs(parts) > 2) > 0.05, name
+    y = synth.generate_frames("16QAM", 30, 32, np.random.default_rng(2))
+    assert np.mean(np.abs(np.concatenate([y.real.ravel(), y.imag.ravel()])) > 2) < 0.02
 
 
 def _envelope_cv(name):
