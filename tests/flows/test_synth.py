@@ -285,3 +285,40 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
     assert synth.main(["--out", str(out), "--frames-per-cell", "1"]) == 2
     assert "--force" in capsys.readouterr().err
     assert out.read_bytes() == b"x"
+
+
+def test_link_pulse_is_the_rc_fitted_to_the_real_frame():
+    """rml2018: amplitude response 1/2 at 0.915 x 1/16 cycles/sample, zero beyond
+    (1 + 0.417) x that; rml2016 keeps a Nyquist RRC (response 1/sqrt(2) at 1/16)."""
+    for layout, half_freq, at_half in (("rml2018", 0.915 / 16, 0.5),
+                                       ("rml2016", 1 / 16, math.sqrt(0.5))):
+        phys = synth.LAYOUTS[layout].physics
+        lg = 4096
+        tab = synth._tables(lg, phys)
+        freq = np.abs(np.fft.fftfreq(lg)[tab.band])
+        response = tab.pulses[len(tab.pulses) // 2] / phys.sps
+        k = np.argmin(np.abs(freq - half_freq))
+        assert abs(freq[k] - half_freq) < 2 / lg
+        assert response[k] == pytest.approx(at_half, abs=0.03), layout
+        assert freq.max() < (1 + phys.rolloff_range[1]) * half_freq + 1e-9
+    assert synth.RML2018_PHYSICS.echo_delays_samples == ()  # constant envelope of real FM/GMSK
+
+
+def test_real_frame_pulse_fit_when_the_reference_is_present():
+    """The fitted parameters reproduce the pulse measured on the real frame (rms < 0.03)."""
+    from pathlib import Path
+
+    ref = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / \
+        "radioml-frame" / "pulse_real.npy"
+    if not ref.exists():
+        pytest.skip(f"reference file absent: {ref}")
+    taps = np.load(ref)
+    measured = np.abs(np.fft.fft(taps, 4096))
+    measured /= measured[0]
+    phys = synth.RML2018_PHYSICS
+    tab = synth._tables(4096, phys)
+    model = np.zeros(4096)
+    model[tab.band] = tab.pulses[0] / phys.sps
+    freq = np.abs(np.fft.fftfreq(4096))
+    keep = freq <= 0.12
+    assert np.sqrt(np.mean((model[keep] - measured[keep]) ** 2)) < 0.03
