@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Build a quantized AMC model for an FPGA board: python build.py --model M --board B.
 
-Runs the steps of flows.presets.DEFAULT_FLOW, writing every checkpoint under --out
-(default build/<model>_<board>/). Use ./run to get the project's environment first:
+Runs the steps of flows.presets.DEFAULT_FLOW (ONNX_FLOW with --onnx FILE), writing every
+checkpoint under --out (default build/<model>_<board>/). Use ./run to get the project's environment first:
     ./run python build.py --model bacalhaunet --board pynq-z2
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from flows.presets import DEFAULT_FLOW
+    from flows.presets import ALL_STEPS
     from hw.boards import BOARDS
     from models.registry import load_zoo
 
@@ -27,8 +27,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                        for m in sorted(models.values(), key=lambda m: m.name))
         + "\nboards:\n" + "\n".join(f"  {b.name:<22} {b.description} ({b.fpga_part})"
                                     for b in BOARDS.values()))
-    parser.add_argument("--model", required=True, choices=sorted(models), metavar="MODEL",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", choices=sorted(models), metavar="MODEL",
                         help="zoo model (listed below)")
+    source.add_argument("--onnx", type=Path, default=None, metavar="FILE",
+                        help="build your own QONNX file instead of a zoo model; the graph is "
+                             "the golden model (input: one 2 x 1024 or 2 x 128 frame)")
     parser.add_argument("--board", required=True, choices=list(BOARDS), metavar="BOARD",
                         help="target board (listed below)")
     parser.add_argument("--out", type=Path, default=None,
@@ -42,9 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--verify-frames", type=int, default=24, metavar="N",
                         help="frames every stage is verified on (default: 24)")
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic data (default 0)")
-    parser.add_argument("--from", dest="from_step", choices=DEFAULT_FLOW, default=None,
-                        metavar="STEP", help=f"resume at STEP ({', '.join(DEFAULT_FLOW)})")
-    parser.add_argument("--until", dest="until_step", choices=DEFAULT_FLOW, default=None,
+    parser.add_argument("--from", dest="from_step", choices=ALL_STEPS, default=None,
+                        metavar="STEP", help=f"resume at STEP ({', '.join(ALL_STEPS)})")
+    parser.add_argument("--until", dest="until_step", choices=ALL_STEPS, default=None,
                         metavar="STEP", help="stop after STEP")
     parser.add_argument("--target-fps", type=float, default=None, metavar="F",
                         help="frames/s the folding aims at (default: the board's maximum, one "
@@ -55,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="apply this folding config (FINN JSON, e.g. an earlier build's "
                              "report/folding_config.json) instead of searching")
     args = parser.parse_args(argv)
+    if args.onnx is not None:
+        for option in ("bits", "weights"):
+            if getattr(args, option) is not None:
+                parser.error(f"--{option} cannot be combined with --onnx: the QONNX file fixes "
+                             "the weights and bit widths")
     if args.bits is not None and not 2 <= args.bits <= 16:
         parser.error(f"--bits {args.bits}: expected an integer from 2 to 16")
     for name in ("target_fps", "clock_mhz"):
@@ -69,21 +78,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from flows.config import BuildConfig
     from flows.errors import ToolchainError
-    from flows.presets import DEFAULT_FLOW
+    from flows.presets import flow_for
     from flows.runner import console, run_flow
 
     args = parse_args(argv)
+    name = args.model if args.onnx is None else args.onnx.stem
     cfg = BuildConfig(
-        model=args.model, board=args.board,
-        out_dir=args.out if args.out is not None else Path("build") / f"{args.model}_{args.board}",
-        bits=args.bits, weights=args.weights, data=args.data,
+        model=name, board=args.board,
+        out_dir=args.out if args.out is not None else Path("build") / f"{name}_{args.board}",
+        bits=args.bits, weights=args.weights, data=args.data, onnx=args.onnx,
         verify_frames=args.verify_frames, seed=args.seed,
         from_step=args.from_step, until_step=args.until_step, target_fps=args.target_fps,
         clock_mhz=args.clock_mhz, folding=args.folding)
     from hw.vendor import plan_vendor_steps
 
     try:
-        plan = plan_vendor_steps(DEFAULT_FLOW, cfg)
+        if cfg.onnx is not None:
+            cfg.model_spec  # reads and checks the file before any work  # noqa: B018
+        plan = plan_vendor_steps(flow_for(cfg), cfg)
         if plan.error:
             raise ToolchainError(plan.error)
         run_flow(dataclasses.replace(cfg, until_step=plan.steps[-1]) if plan.skipped else cfg)

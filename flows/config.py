@@ -20,12 +20,13 @@ from flows.errors import ToolchainError
 
 @dataclass
 class BuildConfig(DataClassDictMixin):
-    model: str  # zoo model name (models.registry)
+    model: str  # zoo model name (models.registry); with `onnx`, the file's stem
     board: str  # board name (hw.boards)
     out_dir: Path  # where every artifact of this build goes
     bits: int | None = None  # weight and activation bit width override; None: model default
     weights: Path | None = None  # checkpoint to load; None: the model's shipped checkpoint
     data: Path | None = None  # RadioML-layout file for verification; None: synthetic frames
+    onnx: Path | None = None  # a user's QONNX file built instead of a zoo model (`--onnx`)
     verify_frames: int = 24  # frames the golden model and every stage are compared on
     seed: int = 0  # seed for synthetic data and anything else random in the build
     from_step: str | None = None  # resume: first step to run (earlier checkpoints are reused)
@@ -36,8 +37,10 @@ class BuildConfig(DataClassDictMixin):
     max_utilisation: float = 0.9  # share of each board resource the estimate may use (the
     # rest is left to the shell: DMA, interconnect)
     verify_atol: float = 1e-4  # largest |logit difference| a stage may show against the golden
-    verify_off_fraction: float = 0.1  # share of frames whose logits may exceed verify_atol
+    verify_off_fraction: float = 0.25  # share of frames whose logits may exceed verify_atol
     # (a value on a quantization step boundary rounded the other way); classes must all agree
+    verify_rtol: float = 0.01  # every frame's logits within verify_atol + verify_rtol x its
+    # largest |golden logit| (boundary flips move them by < 0.4 % in the zoo; bugs by more)
     mvau_wwidth_max: int = 36  # SetFolding's cap on SIMD x weight bits per MVAU PE (finn's)
 
     class Config(BaseConfig):
@@ -56,6 +59,10 @@ class BuildConfig(DataClassDictMixin):
 
     @property
     def model_spec(self):
+        if self.onnx is not None:
+            from flows.onnx_input import onnx_model_spec
+
+            return onnx_model_spec(self.onnx)
         from models.registry import get_model_spec
 
         return get_model_spec(self.model)

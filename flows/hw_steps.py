@@ -2,8 +2,9 @@
 
 Each step is a plain chain of `hw.finn_flow` stages. Every step that changes the graph executes
 the whole network on the verification frames and compares it with the golden (Brevitas)
-logits (`_verify`): top-1 classes identical, and logits within `cfg.verify_atol` for all but
-`cfg.verify_off_fraction` of the frames (quantization-boundary rounding). The result is
+logits (`_verify`): top-1 classes identical, logits within `cfg.verify_atol` for all but
+`cfg.verify_off_fraction` of the frames (quantization-boundary rounding), and every frame
+within `cfg.verify_atol + cfg.verify_rtol x` its largest |golden logit|. The result is
 appended to `OUT/report/verification.json`; a mismatch stops the build, names the step and the
 first diverging node, and leaves frames, logits and the model in `OUT/report/mismatch/`.
 
@@ -65,11 +66,12 @@ def _verify(step: str, model, previous, cfg: BuildConfig, *, dataflow: bool = Fa
     frames = frames.reshape(len(frames), *cfg.model_spec.input_shape).astype(np.float32)
     golden = np.load(cfg.report_dir / "golden_outputs.npz")["logits"]
     whole = _whole(model, cfg, dataflow)
-    record = {"step": step, "frames": int(len(frames)), "atol": cfg.verify_atol}
+    record = {"step": step, "frames": int(len(frames)), "atol": cfg.verify_atol,
+              "rtol": cfg.verify_rtol}
     try:
         check = ff.verify(step, whole, frames, golden,
                           previous=previous if node_by_node else None, atol=cfg.verify_atol,
-                          max_off_fraction=cfg.verify_off_fraction,
+                          max_off_fraction=cfg.verify_off_fraction, rtol=cfg.verify_rtol,
                           evidence_dir=cfg.report_dir / "mismatch" / step)
     except ToolchainError as exc:
         record.update(passed=False, error=str(exc))
@@ -105,6 +107,41 @@ def step_export_qonnx(model, cfg: BuildConfig):
         qonnx_model = ff.export_qonnx(model, cfg.model_spec.input_shape, tmp)
     _verify("export_qonnx", qonnx_model, None, cfg)
     return qonnx_model
+
+
+@build_step("import_onnx", ONNX_CHECKPOINT)
+def step_import_onnx(data_summary: dict, cfg: BuildConfig):
+    """Read the user's QONNX file (`--onnx`), clean it up, and run it as the golden model.
+
+    The graph executed in Python on the verification frames gives the golden logits
+    (`OUT/report/golden_outputs.npz`) every later stage is compared with; the file itself is
+    only read.
+    """
+    from flows.onnx_input import (CONVERTED_FROM_KEY, read_user_onnx,
+                                  read_user_onnx_unconverted, sha256_of)
+
+    model = read_user_onnx(cfg.onnx)
+    converted = model.get_metadata_prop(CONVERTED_FROM_KEY) is not None
+    frames = np.load(cfg.data_dir / "verify_frames.npz")
+    x = frames["x"].reshape(len(frames["x"]), *cfg.model_spec.input_shape).astype(np.float32)
+    try:
+        golden = read_user_onnx_unconverted(cfg.onnx) if converted else model
+        logits = _finn(cfg).execute(golden, x).reshape(len(x), -1)
+    except Exception as exc:  # noqa: BLE001  (qonnx execution raises anything)
+        raise ToolchainError(f"{cfg.onnx}: qonnx cannot execute the graph ({type(exc).__name__}: "
+                             f"{exc}); expected a QONNX graph qonnx.core.onnx_exec runs") from None
+    with atomic_path(cfg.report_dir / "golden_outputs.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, logits=logits.astype(np.float32), y=frames["y"], snr=frames["snr"])
+    summary = {"model": cfg.model, "onnx": str(cfg.onnx), "onnx_sha256": sha256_of(cfg.onnx),
+               "weight_bits": cfg.model_spec.default_bits, "dataset": cfg.model_spec.dataset,
+               "input_shape": list(cfg.model_spec.input_shape), "golden": "the QONNX graph",
+               "verify_frames": int(len(logits)),
+               "verify_accuracy": float(np.mean(logits.argmax(1) == frames["y"]))}
+    atomic_write_text(cfg.report_dir / "model.json", json.dumps(summary, indent=2) + "\n")
+    if converted:  # the opset conversion must not change what the file computes
+        _verify("import_onnx", model, None, cfg)
+    return model
 
 
 @build_step("cost", None)

@@ -16,3 +16,16 @@ DEPLOY = CODEGEN + ("deploy",)  # the package for the board; its bitfile comes w
 FULL = DEPLOY + VENDOR_STEPS  # needs Vivado/Vitis; without them the build stops at deploy
 
 DEFAULT_FLOW = FULL
+
+# `--onnx FILE`: the user's QONNX graph replaces the Brevitas model and its export, and is
+# itself the golden model; every step from the cost report on is the zoo flow's.
+ONNX_GOLDEN = ("prepare_data", "import_onnx")
+ONNX_FLOW = ONNX_GOLDEN + DEFAULT_FLOW[DEFAULT_FLOW.index("export_qonnx") + 1:]
+
+# every step name a build can run, in flow order (for --from / --until)
+ALL_STEPS = tuple(dict.fromkeys(GOLDEN + ONNX_GOLDEN[1:] + DEFAULT_FLOW[len(GOLDEN):]))
+
+
+def flow_for(cfg) -> tuple[str, ...]:
+    """The flow a build configuration runs: the zoo flow, or the `--onnx` one."""
+    return ONNX_FLOW if cfg.onnx is not None else DEFAULT_FLOW

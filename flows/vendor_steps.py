@@ -286,6 +286,9 @@ def step_bitfile(model, cfg: BuildConfig):
             "board": cfg.board, "shell_flow": cfg.board_record.shell_flow,
             "files": [str(f) for f in files], "clock_mhz": cfg.effective_clock_mhz,
             "post_synth_resources": resources})
+        from flows.deploy_steps import add_bitfiles_to_package
+
+        add_bitfiles_to_package(cfg, files)  # deploy/ gets the bitfile/hwh or xclbin
     return model
 
 

@@ -21,7 +21,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_by_name
 
 __all__ = [
-    "OUTPUT_SCALE_KEY", "IntegerizeAddConstant", "MakeForkedMaxPoolNHWC",
+    "OUTPUT_SCALE_KEY", "IntegerizeAddConstant", "LiftConv1dTo2d", "MakeForkedMaxPoolNHWC",
     "MoveLinearPastEltwiseAddForkSafe", "RecordTopKInputScale", "RepeatUntilFixpoint",
 ]
 
@@ -291,3 +291,97 @@ class RecordTopKInputScale(Transformation):
             return model, False
         model.set_metadata_prop(OUTPUT_SCALE_KEY, repr(float(scale.item())))
         return model, False
+
+
+class LiftConv1dTo2d(Transformation):
+    """A 1D graph (input (N, C, L): QuantConv1d, BatchNorm1d, MaxPool1d, ...) becomes the
+    (1, k)-Conv2d graph FINN maps: every (N, C, L) activation becomes (N, C, 1, L), kernels
+    (k,) become (1, k), and constants that broadcast over (N, C, L) gain the same unit axis.
+
+    qonnx's `Change3DTo4DTensors` lifts to (N, C, L, 1) with (k, 1) kernels, leaves
+    `dilations=[1]` beside a 2-D `kernel_shape` on MaxPool (onnxruntime rejects it) and skips
+    Quant graphs altogether; FINN's 1D support (SWG, pooling, the project's fixes) is built for
+    the (1, k) form. Rank-3 activations are assumed channels-first, as QuantConv1d's are;
+    a node this cannot lift (a Reshape to 3D, axis-bearing reductions, ...) is an error naming
+    it. The graph input becomes (N, C, 1, L): a view of the same bytes, fed by the host.
+    """
+
+    # ops whose 1D form this knows how to lift; 2D tensors after a Flatten pass untouched
+    ELEMENTWISE = ("Quant", "Trunc", "BipolarQuant", "MultiThreshold", "Relu", "Add", "Sub",
+                   "Mul", "Div", "BatchNormalization", "Identity", "HardTanh", "Clip",
+                   "Sigmoid", "Tanh")
+    SPATIAL = ("Conv", "MaxPool", "AveragePool")
+    SHAPE_FREE = ("Flatten", "GlobalAveragePool", "GlobalMaxPool", "MatMul", "Gemm",
+                  "Transpose", "Ceil", "TopK", "ArgMax", "Reshape", "Concat")
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        graph = model.graph
+        in_name = graph.input[0].name
+        if len(model.get_tensor_shape(in_name)) != 3:
+            return model, False
+        inits = {init.name for init in graph.initializer}
+        rank3 = {name for name in _activation_names(model)
+                 if name not in inits and len(model.get_tensor_shape(name) or ()) == 3}
+        for node in graph.node:
+            self._check(model, node, rank3)
+        for node in graph.node:
+            if node.op_type in self.SPATIAL and node.input[0] in rank3:
+                _lift_spatial_attributes(node)
+            lifts_constants = (node.op_type in self.ELEMENTWISE + self.SPATIAL
+                               and any(name in rank3 for name in node.input))
+            for name in node.input:
+                const = model.get_initializer(name) if name in inits else None
+                if const is None:
+                    continue
+                if const.ndim == 3:  # weights (O, I, k), per-channel (O, 1, 1) / (1, C, 1)
+                    model.set_initializer(name, np.expand_dims(const, 2))
+                elif const.ndim == 2 and lifts_constants:  # (C, 1) broadcast over (N, C, L)
+                    model.set_initializer(name, const[None, :, None, :])
+        shape = model.get_tensor_shape(in_name)
+        model.set_tensor_shape(in_name, [shape[0], shape[1], 1, shape[2]])
+        for out in graph.output:
+            out_shape = model.get_tensor_shape(out.name)
+            if len(out_shape) == 3:
+                model.set_tensor_shape(out.name, [out_shape[0], out_shape[1], 1, out_shape[2]])
+        keep = {graph.input[0].name} | {o.name for o in graph.output}
+        for info in list(graph.value_info):
+            if info.name not in keep and len(model.get_tensor_shape(info.name) or ()) in (3, 4):
+                graph.value_info.remove(info)  # recomputed below
+        return model.transform(InferShapes()), False
+
+    def _check(self, model: ModelWrapper, node, rank3: set[str]) -> None:
+        from flows.errors import ToolchainError
+
+        touches = [name for name in list(node.input) + list(node.output) if name in rank3]
+        if not touches:
+            return
+        known = self.ELEMENTWISE + self.SPATIAL + self.SHAPE_FREE
+        problem = None
+        if node.op_type not in known:
+            problem = f"its op type {node.op_type} has no known (1, k) form here"
+        elif node.op_type == "Reshape" and any(
+                len(model.get_tensor_shape(o) or ()) == 3 for o in node.output):
+            problem = "it reshapes to a 3D tensor, whose layout cannot be told"
+        elif node.op_type in ("Transpose", "Concat", "TopK", "ArgMax", "MatMul", "Gemm"):
+            problem = f"its {node.op_type} acts on a 3D tensor's axes"
+        if problem:
+            raise ToolchainError(
+                f"cannot turn the 1D graph into the (1, k) 2D form FINN maps: node {node.name} "
+                f"({node.op_type}) on {touches[0]}: {problem}. Write the model with (1, k) "
+                "Conv2d layers on (N, C, 1, L) input instead")
+
+
+def _activation_names(model: ModelWrapper) -> list[str]:
+    names = [i.name for i in model.graph.input] + [o.name for o in model.graph.output]
+    return names + [o for node in model.graph.node for o in node.output]
+
+
+def _lift_spatial_attributes(node) -> None:
+    """(k,) kernel, [b, e] pads, (s,) strides, (d,) dilations -> their (1, k) forms."""
+    for attr in node.attribute:
+        if attr.name in ("kernel_shape", "strides", "dilations") and len(attr.ints) == 1:
+            attr.ints.insert(0, 1)
+        elif attr.name == "pads" and len(attr.ints) == 2:
+            begin, end = attr.ints
+            del attr.ints[:]
+            attr.ints.extend([0, begin, 0, end])

@@ -54,3 +54,35 @@ def test_verify_admits_rare_boundary_flips_but_never_a_class_change(tmp_path):
     with pytest.raises(ToolchainError, match="11/12 top-1 classes equal"):
         verify("s", model, frames, reference, max_off_fraction=0.5, evidence_dir=tmp_path)
     assert np.array_equal(np.load(tmp_path / "s_logits.npy"), frames)
+
+
+def test_verify_bounds_every_frame_relative_to_its_logits():
+    import numpy as np
+
+    from hw.finn_flow import verify
+
+    rng = np.random.default_rng(1)
+    frames = rng.normal(size=(12, 5)).astype(np.float32)
+    reference = frames.copy()
+    scale = np.abs(reference[3]).max()
+    reference[3] += 0.005 * scale * np.sign(reference[3])  # a boundary flip: 0.5 % of the logits
+    check = verify("s", _identity_model(), frames, reference, max_off_fraction=0.1, rtol=0.01)
+    assert check.frames_within_relative(1e-4, 0.01) == 12
+    reference[3] = frames[3] + 0.05 * scale * np.sign(frames[3])  # 5 %: a wrong scale, not a flip
+    with pytest.raises(ToolchainError, match="11/12 within 0.0001 \+ 0.01 x max"):
+        verify("s", _identity_model(), frames, reference, max_off_fraction=0.1, rtol=0.01)
+
+
+def test_a_tie_between_two_classes_is_not_a_class_change():
+    import numpy as np
+
+    from hw.finn_flow import verify
+
+    frames = np.array([[0.5, 2.0, 2.0, -1.0], [3.0, 0.0, 1.0, 2.0]], dtype=np.float32)
+    reference = frames.copy()
+    reference[0, 1] -= 2e-6  # quantized logits tie; float noise decides between classes 1 and 2
+    check = verify("s", _identity_model(4), frames, reference)
+    assert check.exact_classes and check.classes[0] == 1
+    reference[0, 1] -= 1e-2  # no longer a tie: class 2 is the reference's
+    with pytest.raises(ToolchainError, match="1/2 top-1 classes equal"):
+        verify("s", _identity_model(4), frames, reference, max_off_fraction=1.0)

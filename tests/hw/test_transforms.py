@@ -253,3 +253,49 @@ def test_fixpoint_loop_raises_when_it_never_settles():
     model, _ = _forked_mul_join()
     with pytest.raises(RuntimeError, match="no fixpoint after 3 passes"):
         model.transform(RepeatUntilFixpoint([_Flip()], max_passes=3))
+
+
+# --------------------------------------------------------------------- LiftConv1dTo2d
+
+def _conv1d_graph(extra_transpose: bool = False) -> ModelWrapper:
+    """x (1, 2, 16) -> Conv1d k=3 pad 1 (per-channel Mul (4, 1)) -> MaxPool1d 2 [-> Transpose]"""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 16])
+    out_shape = [1, 8, 4] if extra_transpose else [1, 4, 8]
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 2, 3], rng.normal(size=24).tolist())
+    c = helper.make_tensor("c", TensorProto.FLOAT, [4, 1], [0.5, 1.0, 2.0, -1.0])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=[3], pads=[1, 1],
+                              strides=[1], dilations=[1], name="Conv_0"),
+             helper.make_node("Mul", ["conv", "c"], ["scaled"], name="Mul_0"),
+             helper.make_node("MaxPool", ["scaled"], ["pooled" if extra_transpose else "y"],
+                              kernel_shape=[2], strides=[2], name="MaxPool_0")]
+    if extra_transpose:
+        nodes.append(helper.make_node("Transpose", ["pooled"], ["y"], perm=[0, 2, 1],
+                                      name="Transpose_0"))
+    model = ModelWrapper(qonnx_make_model(helper.make_graph(nodes, "g", [x], [y], [w, c])))
+    return model.transform(InferShapes())
+
+
+def test_lift_conv1d_to_2d_computes_the_same():
+    from hw.transforms import LiftConv1dTo2d
+
+    model = _conv1d_graph()
+    x = np.random.default_rng(1).normal(size=(1, 2, 16)).astype(np.float32)
+    expected = execute_onnx(model, {"x": x})["y"]
+    lifted = model.transform(LiftConv1dTo2d())
+    assert lifted.get_tensor_shape("x") == [1, 2, 1, 16]
+    conv = lifted.get_nodes_by_op_type("Conv")[0]
+    attrs = {a.name: list(a.ints) for a in conv.attribute if a.ints}
+    assert attrs["kernel_shape"] == [1, 3] and attrs["pads"] == [0, 1, 0, 1]
+    assert lifted.get_initializer("c").shape == (1, 4, 1, 1)
+    got = execute_onnx(lifted, {"x": x.reshape(1, 2, 1, 16)})["y"]
+    assert got.shape == (1, 4, 1, 8) and np.allclose(got.reshape(expected.shape), expected)
+
+
+def test_lift_conv1d_to_2d_names_a_node_it_cannot_lift():
+    from flows.errors import ToolchainError
+    from hw.transforms import LiftConv1dTo2d
+
+    with pytest.raises(ToolchainError, match="node Transpose_0 \\(Transpose\\)"):
+        _conv1d_graph(extra_transpose=True).transform(LiftConv1dTo2d())
