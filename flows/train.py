@@ -34,8 +34,16 @@ format (`model`, `weight_bits`, `act_bits`, `state_dict`, loadable with
 Knowledge distillation (`--teacher CKPT`): loss = a T^2 KL(teacher_T || student_T) +
 (1 - a) CE, with a = --kd-weight and T = --kd-temperature. Pruning (`--prune-rounds R` with
 `--prune-fraction F` or `--prune-threshold T`): after `--epochs`, R rounds of magnitude pruning,
-each followed by `--finetune-epochs` epochs (see `flows.prune`). Imperial trains with its
-auxiliary classifiers (`forward_with_aux`, summed cross-entropy).
+each followed by `--finetune-epochs` epochs (see `flows.prune`). `--kd-from-unpruned` (Imperial's
+recipe) distils the fine-tuning epochs from the model as it was just before the first pruning
+round (kept as `teacher_unpruned.pt` in `--out`, so a resumed run uses the same teacher). Imperial
+trains with its auxiliary classifiers (`forward_with_aux`, summed cross-entropy).
+
+Rotation augmentation (`--rotate-augment`, ULCNN's recipe): each training frame z = I + jQ is
+multiplied by j^k, k drawn uniformly from {0, 1, 2, 3} per frame and step (a rotation by 0, 90,
+180 or 270 degrees, exact in float). ULCNN's authors enlarged the training set fourfold with the
+three rotations; drawing one rotation per frame per step gives the same distribution in
+expectation at the cost of one epoch, not four. Validation and test frames are not rotated.
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ DEFAULT_SYNTHETIC_FRAMES_PER_CELL = 32
 VAL_FRACTION = 0.05  # of each cell's train rows, for model selection (RML2018 only)
 CHECKPOINT_FORMAT = 1  # bump when the metadata layout changes incompatibly
 SYNTH_SOURCE = REPO_ROOT / "flows" / "synth.py"
+UNPRUNED_TEACHER = "teacher_unpruned.pt"  # --kd-from-unpruned: the teacher, in --out
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,14 +98,21 @@ class Recipe:
     lr: float = 0.01
     weight_decay: float = 0.0
     snr_min: int | None = None
+    rotate_augment: bool = False  # random multiples of 90 degrees on the training frames
 
 
 # VGG10 (challenge baseline): seed 0, batch 1024, 20 epochs, Adam lr 0.01, T_0 = 5.
 # BacalhauNet: Adam lr 0.01 "with weight decay" (value not published: 1e-4 assumed), trained on
-# SNR >= -6 dB only. Others: no published recipe in the notes, so the VGG10 one.
+# SNR >= -6 dB only. ULCNN: 4x rotation augmentation (90/180/270 degrees); its "decaying
+# learning rate" is not specified further, so the cosine schedule stays. Imperial: pruning of 15 %
+# of the live weights (global L1) per round, 20 fine-tuning epochs per round, distilled from the
+# unpruned model; the number of rounds is not in the notes, so it is not a default here: pass
+# `--prune-rounds R --prune-fraction 0.15 --finetune-epochs 20 --kd-from-unpruned`
+# (benchmarks/train_shipped.py does, for the real file). Others: the VGG10 recipe.
 RECIPES: dict[str, Recipe] = {
     "bacalhaunet": Recipe(weight_decay=1e-4, snr_min=-6),
     "bacalhaunet-faithful": Recipe(weight_decay=1e-4, snr_min=-6),
+    "ulcnn": Recipe(rotate_augment=True),
 }
 
 
@@ -127,10 +143,12 @@ class TrainConfig(DataClassDictMixin):
     teacher: Path | None = None  # distil from this checkpoint (any model of the same format)
     kd_temperature: float = 4.0  # T of the soft targets
     kd_weight: float = 0.5  # a: loss = a T^2 KL + (1 - a) CE
+    kd_from_unpruned: bool = False  # distil the pruning fine-tuning from the unpruned model
     prune_rounds: int = 0  # magnitude pruning rounds after the training epochs
     prune_fraction: float | None = None  # share of the live weights removed per round
     prune_threshold: float | None = None  # or: remove weights with |w| below this
     finetune_epochs: int = 2  # epochs of fine-tuning after each pruning round
+    rotate_augment: bool | None = None  # training frames rotated by k x 90 degrees; None: recipe
     max_frames: int | None = None  # cap on training frames (seeded random subset)
     synthetic_frames_per_cell: int = DEFAULT_SYNTHETIC_FRAMES_PER_CELL  # --data synthetic size
     synthetic_seed: int = 0  # --data synthetic generator seed
@@ -172,7 +190,8 @@ class TrainConfig(DataClassDictMixin):
         """A copy with the unset recipe fields filled from the model's recipe."""
         recipe = recipe_for(self.model)
         filled = {name: getattr(recipe, name) for name in ("epochs", "batch_size", "lr",
-                                                           "weight_decay", "snr_min")
+                                                           "weight_decay", "snr_min",
+                                                           "rotate_augment")
                   if getattr(self, name) is None}
         return dataclasses.replace(self, **filled)
 
@@ -184,7 +203,9 @@ class TrainConfig(DataClassDictMixin):
             if f.default is not dataclasses.MISSING and value == f.default:
                 continue
             flag = "--" + f.name.replace("_", "-")
-            if isinstance(value, bool):
+            if isinstance(value, bool) and f.default is None:  # on/off over a recipe default
+                argv += [flag if value else "--no-" + flag[2:]]
+            elif isinstance(value, bool):
                 argv += [flag] if value else []
             elif isinstance(value, list):
                 argv += [flag, *map(str, value)]
@@ -220,6 +241,9 @@ class TrainConfig(DataClassDictMixin):
         if not 0 <= self.kd_weight <= 1 or self.kd_temperature <= 0:
             raise ToolchainError(f"--kd-weight {self.kd_weight} must be in [0, 1] and "
                                  f"--kd-temperature {self.kd_temperature} positive.")
+        if self.kd_from_unpruned and (not self.prune_rounds or self.teacher is not None):
+            raise ToolchainError("--kd-from-unpruned distils the fine-tuning after pruning from "
+                                 "the unpruned model: it needs --prune-rounds R and no --teacher.")
         if self.resume is not None and self.init is not None:
             raise ToolchainError("--resume continues a run with its own weights; drop --init.")
 
@@ -227,8 +251,8 @@ class TrainConfig(DataClassDictMixin):
 # Options that must agree between a checkpoint and the run that resumes it (--epochs may grow).
 _RESUME_FIELDS = ("model", "bits", "batch_size", "lr", "weight_decay", "restart_epochs",
                   "snr_min", "snr_max", "classes", "seed", "teacher", "kd_temperature",
-                  "kd_weight", "prune_rounds", "prune_fraction", "prune_threshold",
-                  "finetune_epochs", "max_frames", "synthetic_frames_per_cell", "synthetic_seed",
+                  "kd_weight", "kd_from_unpruned", "rotate_augment", "prune_rounds",
+                  "prune_fraction", "prune_threshold", "finetune_epochs", "max_frames", "synthetic_frames_per_cell", "synthetic_seed",
                   "block_len")
 
 
@@ -430,6 +454,15 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: 
     return weight * t * t * soft + (1 - weight) * F.cross_entropy(student_logits, labels)
 
 
+def rotate_iq(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Frames x (B, 2, L) of I/Q samples multiplied by j^k (k (B,) in 0..3): rotated by k x 90
+    degrees. Exact: every factor is 0 or +-1."""
+    cos = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=x.dtype)[k].view(-1, 1)
+    sin = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=x.dtype)[k].view(-1, 1)
+    i, q = x[:, 0], x[:, 1]
+    return torch.stack([cos * i - sin * q, sin * i + cos * q], dim=1)
+
+
 def _console():
     from rich.console import Console
 
@@ -528,6 +561,22 @@ class _Run:
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
 
+    # -- distillation from the unpruned model ----------------------------------------------
+    def _teacher_from_unpruned(self) -> None:
+        """The model as it is now (before the first pruning round) becomes the teacher: saved
+        to teacher_unpruned.pt and read back from there, as a resumed run reads it."""
+        path = self.cfg.out_dir / UNPRUNED_TEACHER
+        with full_state_dict():
+            state = self.model.state_dict()
+        save_checkpoint(path, {"model": self.cfg.model, "weight_bits": self.cfg.weight_bits,
+                               "act_bits": self.cfg.act_bits, "state_dict": state})
+        self._load_unpruned_teacher(path)
+
+    def _load_unpruned_teacher(self, path: Path) -> None:
+        """Loaded as any --teacher checkpoint is (eval mode, the stored quantizer scales)."""
+        self.teacher, _ = model_from_checkpoint(path)
+        self.teacher_spec = self.spec
+
     # -- checks -----------------------------------------------------------------------------
     @staticmethod
     def _check_resume(cfg: TrainConfig) -> dict:
@@ -540,7 +589,7 @@ class _Run:
                                  "e.g. a shipped one?)", expected="last.pt or best.pt of a run",
                                  fix="Use --init to start a new run from its weights")
         try:
-            saved = TrainConfig.from_dict(ckpt["config"])
+            saved = TrainConfig.from_dict(ckpt["config"]).with_recipe()
         except (ExtraKeysError, InvalidFieldValue, MissingField) as exc:
             raise InputFileError(cfg.resume, f"holds a training configuration this version "
                                  f"cannot read ({exc})", fix=fix) from None
@@ -564,6 +613,17 @@ class _Run:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.pruner is not None and ckpt.get("pruning") is not None:
             self.pruner.load_state_dict(ckpt["pruning"])
+        if self.cfg.kd_from_unpruned and self.pruner is not None and self.pruner.rounds_done:
+            src = Path(self.cfg.resume).with_name(UNPRUNED_TEACHER)
+            if not src.is_file():
+                raise InputFileError(src, "is missing: the run distils from the unpruned model "
+                                     "and this checkpoint is past the first pruning round",
+                                     fix="Resume from the run's own directory")
+            dst = self.cfg.out_dir / UNPRUNED_TEACHER
+            if not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+            self._load_unpruned_teacher(dst)
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.start_epoch, self.history = int(ckpt["epoch"]), list(ckpt["history"])
         self.best_val, self.best_phase = float(ckpt["best_val_accuracy"]), int(ckpt["best_phase"])
@@ -605,6 +665,8 @@ class _Run:
         bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.cfg.total_epochs}",
                    unit="batch", leave=False, disable=None, file=sys.stderr)
         for x, y, _ in bar:
+            if self.cfg.rotate_augment:  # the torch RNG: saved in the checkpoints (resume)
+                x = rotate_iq(x, torch.randint(0, 4, (len(x),)))
             self.optimizer.zero_grad()
             loss, logits = self._loss(x, y)
             loss.backward()
@@ -662,6 +724,8 @@ class _Run:
         for epoch in range(self.start_epoch, cfg.total_epochs):
             phase = cfg.phase_of(epoch)
             if self.pruner is not None and phase > self.pruner.rounds_done:
+                if cfg.kd_from_unpruned and self.pruner.rounds_done == 0:
+                    self._teacher_from_unpruned()
                 removed = self.pruner.prune_round(fraction=cfg.prune_fraction,
                                                   threshold=cfg.prune_threshold)
                 self.best_val, self.best_phase = -1.0, phase  # best.pt: the final sparsity
@@ -822,10 +886,15 @@ def _parser() -> argparse.ArgumentParser:
     a("--teacher", type=Path, metavar="CKPT", help="knowledge distillation from this checkpoint")
     a("--kd-temperature", type=float, default=4.0, help="KD temperature T (default 4)")
     a("--kd-weight", type=float, default=0.5, help="KD weight a (default 0.5)")
+    a("--kd-from-unpruned", action="store_true",
+      help="distil the fine-tuning after pruning from the unpruned model (Imperial's recipe)")
     a("--prune-rounds", type=int, default=0, help="magnitude pruning rounds after training")
     a("--prune-fraction", type=float, help="share of the live weights removed per round")
     a("--prune-threshold", type=float, help="or: remove weights with |w| below this")
     a("--finetune-epochs", type=int, default=2, help="epochs after each pruning round (2)")
+    a("--rotate-augment", action=argparse.BooleanOptionalAction, default=None,
+      help="rotate each training frame by a random multiple of 90 degrees (default: recipe; "
+           "on for ulcnn)")
     a("--max-frames", type=int, help="cap on training frames (seeded random subset)")
     a("--synthetic-frames-per-cell", type=int, default=DEFAULT_SYNTHETIC_FRAMES_PER_CELL,
       help=f"frames per (class, SNR) cell of --data synthetic "

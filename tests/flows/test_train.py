@@ -128,6 +128,98 @@ def test_command_line_round_trip():
     assert train_mod.config_from_args(cfg.to_argv()) == cfg
 
 
+def test_rotate_augment_comes_from_the_recipe_and_round_trips():
+    assert TrainConfig(model="ulcnn", data="synthetic").with_recipe().rotate_augment is True
+    assert TrainConfig(model="vgg10", data="synthetic").with_recipe().rotate_augment is False
+    off = TrainConfig(model="ulcnn", data="synthetic", rotate_augment=False)
+    assert off.to_argv()[-1] == "--no-rotate-augment"
+    assert train_mod.config_from_args(off.to_argv()) == off
+    assert train_mod.config_from_args(off.to_argv()).with_recipe().rotate_augment is False
+    on = TrainConfig(model="vgg10", data="synthetic", rotate_augment=True, kd_from_unpruned=True,
+                     prune_rounds=1, prune_fraction=0.15)
+    assert train_mod.config_from_args(on.to_argv()) == on
+
+
+def test_rotate_iq_multiplies_by_powers_of_j():
+    x = torch.tensor([[[1.0, 0.5], [0.0, -2.0]]]).repeat(4, 1, 1)  # z = 1, 0.5 - 2j
+    out = train_mod.rotate_iq(x, torch.arange(4))
+    powers_of_j = torch.tensor([1, 1j, -1, -1j], dtype=torch.complex64)[:, None]
+    z = torch.complex(x[:, 0], x[:, 1]) * powers_of_j
+    assert torch.equal(out[:, 0], z.real) and torch.equal(out[:, 1], z.imag)
+    assert torch.equal(out[0], x[0]) and not torch.equal(out[1], x[1])
+
+
+def test_rotation_augmentation_rotates_training_frames_only(data_file, tmp_path, monkeypatch):
+    seen = []
+    real = train_mod.rotate_iq
+    monkeypatch.setattr(train_mod, "rotate_iq", lambda x, k: seen.append(k) or real(x, k))
+    train(tiny(data_file, tmp_path / "plain"))
+    assert seen == []  # bacalhaunet's recipe: no rotation
+    result = train(tiny(data_file, tmp_path / "rot", rotate_augment=True, epochs=2))
+    assert len(seen) == 2 * 2  # 32 frames in batches of 16, two epochs: every training batch
+    k = torch.cat(seen)
+    assert len(k) == 2 * 32 and set(k.tolist()) == {0, 1, 2, 3}
+    assert _load(result.best)["config"]["rotate_augment"] is True
+
+
+def test_kd_from_unpruned_distils_the_finetuning_from_the_model_before_pruning(
+        data_file, tmp_path, monkeypatch):
+    calls = []
+    real = train_mod.kd_loss
+    monkeypatch.setattr(train_mod, "kd_loss", lambda *a: calls.append(a) or real(*a))
+    result = train(tiny(data_file, tmp_path / "kd", prune_rounds=1, prune_fraction=0.5,
+                        finetune_epochs=1, kd_from_unpruned=True))
+    assert len(calls) == 2  # the fine-tuning epoch only (2 batches of 16), not epoch 1
+    teacher_path = result.out_dir / train_mod.UNPRUNED_TEACHER
+    teacher = _load(teacher_path)["state_dict"]
+    student = _load(result.last)
+    assert student["sparsity"]["sparsity"] >= 0.5 - 1e-3
+    # the teacher is unpruned, and it is what the loss received: same logits on a batch
+    names = prunable_weights(build_model("bacalhaunet"))
+    assert sum(int((teacher[n] == 0).sum()) for n in names) < 0.01 * sum(
+        teacher[n].numel() for n in names)
+    teacher_model, _ = model_from_checkpoint(teacher_path)
+    assert calls[0][1].shape == calls[0][0].shape == (16, 24)
+    assert teacher_model.training is False
+
+
+def test_kd_from_unpruned_resumes_bit_exactly_with_the_same_teacher(data_file, tmp_path,
+                                                                    monkeypatch):
+    opts = dict(prune_rounds=2, prune_fraction=0.3, finetune_epochs=1, kd_from_unpruned=True)
+    real = train_mod.save_checkpoint
+
+    def keep_epoch_2(path, ckpt):  # a copy of last.pt after the first fine-tuning epoch
+        real(path, ckpt)
+        if path.name == "last.pt" and ckpt["epoch"] == 2:
+            real(path.with_name("epoch2.pt"), ckpt)
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", keep_epoch_2)
+    straight = train(tiny(data_file, tmp_path / "straight", **opts))
+    monkeypatch.setattr(train_mod, "save_checkpoint", real)
+    resumed = train(tiny(data_file, tmp_path / "resumed", resume=tmp_path / "straight" /
+                         "epoch2.pt", **opts))
+    a, b = _load(straight.last), _load(resumed.last)
+    assert a["epoch"] == b["epoch"] == 3
+    assert _same_tensors(a["state_dict"], b["state_dict"])
+    assert _same_tensors(
+        _load(tmp_path / "resumed" / train_mod.UNPRUNED_TEACHER)["state_dict"],
+        _load(tmp_path / "straight" / train_mod.UNPRUNED_TEACHER)["state_dict"])
+    # without the teacher file next to the checkpoint, the resume is refused
+    (tmp_path / "straight" / train_mod.UNPRUNED_TEACHER).unlink()
+    from flows.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="unpruned"):
+        train(tiny(data_file, tmp_path / "again", resume=tmp_path / "straight" / "epoch2.pt",
+                   **opts))
+
+
+def test_kd_from_unpruned_needs_pruning_and_no_other_teacher(data_file, tmp_path):
+    from flows.errors import ToolchainError
+
+    with pytest.raises(ToolchainError, match="--kd-from-unpruned"):
+        train(tiny(data_file, tmp_path / "x", kd_from_unpruned=True))
+
+
 def test_synthetic_data_is_generated_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "SYNTHETIC_DIR", tmp_path / "synthetic")
     first = train_mod.resolve_data("synthetic", "rml2018", 1, 5)
