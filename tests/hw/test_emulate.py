@@ -70,3 +70,58 @@ def test_unsupported_layer_and_bad_file_are_named(built, tmp_path):
     emulator = DataflowEmulator(onnx.load(str(built / "intermediate" / "12_codegen.onnx")))
     with pytest.raises(ToolchainError, match="input must have shape"):
         emulator.run(np.zeros((2, 1, 512, 2), np.float32))
+
+
+def _count(thresholds, x, out_scale=1.0, out_bias=0.0):
+    """The definition: the number of thresholds t[c] <= x per channel (channels last)."""
+    t = np.asarray(thresholds, np.float64)
+    xc = np.asarray(x, np.float64)[..., None]
+    counts = (xc >= (t[None] if len(t) > 1 else t[0])).sum(-1) if len(t) > 1 \
+        else (xc >= t[0]).sum(-1)
+    return (counts * out_scale + out_bias).astype(np.float32)
+
+
+def _thresholds(rng, channels, steps):
+    """Rounded uniform quantizers per channel, and the awkward cases: repeated thresholds
+    beside long steps, all thresholds equal, consecutive integers, infinities."""
+    scale = rng.uniform(3, 40, (channels, 1))
+    t = np.ceil(scale * (np.arange(steps) + 0.5) + rng.uniform(-900, 900, (channels, 1)))
+    if channels >= 6:
+        t[1, 2:5] = t[1, 2]  # repeats beside long steps: no line, a table
+        t[2] = t[2, 0]  # one step of height `steps`
+        t[3] = t[3, 0] + np.arange(steps)  # consecutive integers
+        t[4, -1] = np.inf  # never reached
+        t[5, 0] = -np.inf  # always reached
+    return rng.permutation(t, axis=1)  # the order of thresholds does not matter
+
+
+@pytest.mark.parametrize("channels,steps", [(1, 255), (1, 15), (8, 63), (48, 7)])
+def test_thresholds_equal_their_definition_numpy_and_torch(channels, steps):
+    from hw.emulate import _Threshold, _torch
+
+    rng = np.random.default_rng(channels * 1000 + steps)
+    t = _thresholds(rng, channels, steps)
+    finite = t[np.isfinite(t)]
+    lo, hi = int(finite.min()) - 3, int(finite.max()) + 3
+    x = rng.integers(lo, hi, (64, 3, channels)).astype(np.float32)
+    x[0, 0] = lo  # both ends
+    x[0, 1] = hi
+    everything = np.arange(lo, hi + 1, dtype=np.float32)  # every integer, every channel
+    x_all = np.repeat(everything[:, None], channels, axis=1)
+    for bias, scale in ((0.0, 1.0), (-128.0, 1.0), (-1.0, 2.0)):
+        th = _Threshold(t, True, bias, scale)
+        assert th.lut is not None
+        if channels > 1:
+            assert th.affine is not None and 0 < len(th.bad) < channels  # both kinds used
+        for xs in (x, x_all):
+            want = _count(t, xs, scale, bias)
+            assert np.array_equal(th(xs), want)
+            if _torch() is not None:
+                assert np.array_equal(th.torch_call(xs), want)
+        xf = rng.normal(0, 500, (64, 5, channels)).astype(np.float32)  # float input: search
+        tf = _Threshold(t + rng.uniform(-0.5, 0.5, t.shape), False, bias, scale)
+        assert tf.lut is None and tf.affine is None
+        want = _count(tf.thresholds, xf, scale, bias)
+        assert np.array_equal(tf(xf), want)
+        if _torch() is not None:
+            assert np.array_equal(tf.torch_call(xf), want)
