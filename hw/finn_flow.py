@@ -48,6 +48,7 @@ from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
 from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
     InferElementwiseBinaryOperation,
 )
+from finn.transformation.fpgadataflow.convert_to_hw.global_acc_pool import InferGlobalAccPoolLayer
 from finn.transformation.fpgadataflow.convert_to_hw.label_select import InferLabelSelectLayer
 from finn.transformation.fpgadataflow.convert_to_hw.pool import InferPool
 from finn.transformation.fpgadataflow.convert_to_hw.quantized_matrix_vector_activation import (
@@ -68,6 +69,7 @@ from flows.errors import ToolchainError
 from hw.qonnx_fixes import apply_qonnx_fixes
 from hw.transforms import (
     OUTPUT_SCALE_KEY,
+    ConvBiasQuantParamsAs1d,
     IntegerizeAddConstant,
     LiftConv1dTo2d,
     MakeForkedMaxPoolNHWC,
@@ -134,6 +136,7 @@ def to_finn(model: ModelWrapper) -> ModelWrapper:
     MultiThreshold; then tidy up (shapes, constants, unique names, datatypes)."""
     model = cleanup_model(model)
     model = model.transform(LiftConv1dTo2d())  # QuantConv1d graphs: (N, C, L) -> (N, C, 1, L)
+    model = model.transform(ConvBiasQuantParamsAs1d())  # int32 Conv biases (qonnx bug)
     model = model.transform(ConvertQONNXtoFINN())
     return _tidy(model)
 
@@ -154,6 +157,11 @@ def streamline(model: ModelWrapper) -> ModelWrapper:
     model = model.transform(reorder.MakeMaxPoolNHWC())
     model = model.transform(absorb.AbsorbTransposeIntoMultiThreshold())
     model = model.transform(reorder.MakeMaxPoolNHWC())
+    model = model.transform(absorb.AbsorbConsecutiveTransposes())
+    # global average pooling: an integer GlobalAccPool (HW) and a scalar 1/N Mul, which the
+    # loop below moves on into the next thresholds
+    model = model.transform(InferDataLayouts())
+    model = model.transform(InferGlobalAccPoolLayer())
     model = model.transform(absorb.AbsorbConsecutiveTransposes())
     model = model.transform(RepeatUntilFixpoint([
         reorder.MoveLinearPastFork(),  # first, so that no merged scale also feeds a branch

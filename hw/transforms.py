@@ -21,7 +21,7 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_by_name
 
 __all__ = [
-    "OUTPUT_SCALE_KEY", "IntegerizeAddConstant", "LiftConv1dTo2d", "MakeForkedMaxPoolNHWC",
+    "OUTPUT_SCALE_KEY", "ConvBiasQuantParamsAs1d", "IntegerizeAddConstant", "LiftConv1dTo2d", "MakeForkedMaxPoolNHWC",
     "MoveLinearPastEltwiseAddForkSafe", "RecordTopKInputScale", "RepeatUntilFixpoint",
 ]
 
@@ -385,3 +385,26 @@ def _lift_spatial_attributes(node) -> None:
             begin, end = attr.ints
             del attr.ints[:]
             attr.ints.extend([0, begin, 0, end])
+
+
+class ConvBiasQuantParamsAs1d(Transformation):
+    """A Conv whose bias comes from a Quant node (Brevitas `Int32Bias`) with a 0-d zero point
+    or scale: reshape those to (1,).
+
+    qonnx 1.0.0's `ExtractBiasFromConv` (run by FINN's `ConvertQONNXtoFINN`) keeps a Quant
+    parameter as it is only when its shape is (1,); a 0-d one is reshaped to the bias shape
+    (1, C, 1, 1) and fails ("cannot reshape array of size 1"). Hakimi7's int32 biases hit it.
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for node in model.graph.node:
+            if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 3:
+                continue
+            producer = model.find_producer(node.input[2])
+            if producer is None or producer.op_type not in ("Quant", "IntQuant", "BipolarQuant"):
+                continue
+            for name in producer.input[1:3]:
+                value = model.get_initializer(name)
+                if value is not None and value.ndim == 0:
+                    model.set_initializer(name, value.reshape(1))
+        return model, False

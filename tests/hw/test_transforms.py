@@ -299,3 +299,46 @@ def test_lift_conv1d_to_2d_names_a_node_it_cannot_lift():
 
     with pytest.raises(ToolchainError, match="node Transpose_0 \\(Transpose\\)"):
         _conv1d_graph(extra_transpose=True).transform(LiftConv1dTo2d())
+
+
+# ------------------------------------------------------------- ConvBiasQuantParamsAs1d
+
+def _conv_with_quantized_bias() -> ModelWrapper:
+    """Conv(x, w, Quant(b, scale (4,), zero point 0-d, 32 bits)): Brevitas' Int32Bias."""
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 1, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 1, 6])
+    inits = [
+        helper.make_tensor("w", TensorProto.FLOAT, [4, 2, 1, 3], rng.normal(size=24).tolist()),
+        helper.make_tensor("b", TensorProto.FLOAT, [4], [1.0, -2.0, 0.5, 3.0]),
+        helper.make_tensor("s", TensorProto.FLOAT, [4], [0.01, 0.02, 0.01, 0.05]),
+        helper.make_tensor("z", TensorProto.FLOAT, [], [0.0]),
+        helper.make_tensor("bw", TensorProto.FLOAT, [], [32.0]),
+    ]
+    nodes = [helper.make_node("Quant", ["b", "s", "z", "bw"], ["bq"], domain="qonnx.custom_op.general",
+                              narrow=0, signed=1, rounding_mode="ROUND", name="Quant_b"),
+             helper.make_node("Conv", ["x", "w", "bq"], ["y"], kernel_shape=[1, 3], name="Conv_0")]
+    model = ModelWrapper(qonnx_make_model(helper.make_graph(nodes, "g", [x], [y], inits)))
+    return model.transform(InferShapes())
+
+
+def test_stock_extract_bias_fails_on_a_0d_zero_point():
+    from qonnx.transformation.extract_conv_bias import ExtractBiasFromConv
+
+    with pytest.raises(ValueError, match="cannot reshape array of size 1"):
+        _conv_with_quantized_bias().transform(ExtractBiasFromConv())
+
+
+def test_conv_bias_quant_params_as_1d_lets_the_bias_be_extracted():
+    from qonnx.transformation.extract_conv_bias import ExtractBiasFromConv
+
+    from hw.transforms import ConvBiasQuantParamsAs1d
+
+    model = _conv_with_quantized_bias()
+    x = np.random.default_rng(1).normal(size=(1, 2, 1, 8)).astype(np.float32)
+    expected = execute_onnx(model, {"x": x})["y"]
+    fixed = model.transform(ConvBiasQuantParamsAs1d())
+    assert fixed.get_initializer("z").shape == (1,)
+    extracted = fixed.transform(ExtractBiasFromConv()).transform(InferShapes())
+    assert "Add" in [n.op_type for n in extracted.graph.node]
+    assert np.allclose(execute_onnx(extracted, {"x": x})["y"], expected, atol=1e-5)
