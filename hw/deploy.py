@@ -151,6 +151,10 @@ def io_description(dataflow, parent, cfg) -> dict:
         [: spec.n_classes],
         "frame_shape": [2, int(spec.input_shape[-1])],
         "model_input_shape": [int(v) for v in spec.input_shape],
+        # what the frames are reshaped to: the graph's declared input (batch 1), e.g.
+        # (1, 2, 1, L) once a QuantConv1d model is lifted to (1, k) convolutions
+        "graph_input_shape": [int(v) for v in parent.get_tensor_shape(
+            parent.graph.input[0].name)],
         "software": software,
         "input_quantizer": quantizer,
         "input": _stream(first, in_name, first.get_input_datatype(0),

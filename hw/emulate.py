@@ -295,6 +295,29 @@ class _Threshold:
         inv_step = np.nan_to_num(inv_step, posinf=0.0, neginf=0.0)
         self.guess = {dt: (t0.astype(dt), inv_step.astype(dt)) for dt in self.padded}
         self.rows = (np.arange(channels) * (steps + 2)).astype(np.int32)
+        self.one_step = {dt: self._guess_within_one(dt) for dt in self.padded}
+
+    def _count_guess(self, x: np.ndarray) -> np.ndarray:
+        t0, inv_step = self.guess[x.dtype]
+        guess = np.floor((x - t0) * inv_step) + 1
+        return np.clip(np.nan_to_num(guess), 0, self.thresholds.shape[1]).astype(np.int32)
+
+    def _guess_within_one(self, dtype) -> bool:
+        """Whether the linear guess is never more than one step off, so that one correction
+        is exact. Guess and count are both non-decreasing in x, so checking where the count
+        changes (the least `dtype` value >= each threshold, and the value before it) bounds
+        the guess everywhere in between, and below and above all thresholds."""
+        table = self.padded[dtype].reshape(len(self.thresholds), -1)[:, 1:-1]
+        if not np.isfinite(table).all():
+            return False
+        at = table.T.astype(dtype)  # (steps, channels): channels last, as at run time
+        before = np.nextafter(at, dtype.type(-np.inf))
+        for x in (at, before):
+            count = np.stack([np.searchsorted(table[c], x[:, c], side="right")
+                              for c in range(table.shape[0])], axis=1)
+            if np.abs(self._count_guess(x) - count).max() > 1:
+                return False
+        return True
 
     def _fit(self, thresholds: np.ndarray, lut: _Lut) -> None:
         channels, steps = thresholds.shape
@@ -353,12 +376,15 @@ class _Threshold:
         if self.lut is not None:
             return self.lut.numpy(x)
         x = self._search_input(x)
-        t0, inv_step = self.guess[x.dtype]
         table = self.padded[x.dtype]
         steps = self.thresholds.shape[1]
-        guess = np.floor((x - t0) * inv_step) + 1
-        count = np.clip(np.nan_to_num(guess), 0, steps).astype(np.int32)
+        count = self._count_guess(x)
         row = self.rows if len(self.rows) > 1 else 0
+        if self.one_step[x.dtype]:  # one correction is exact (checked when prepared)
+            at = count + row
+            count -= x < np.take(table, at)
+            count += x >= np.take(table, at + 1)
+            return (count * self.out_scale + self.out_bias).astype(np.float32)
         for _ in range(steps + 1):  # each pass moves every wrong count one step closer
             at = count + row
             below = x < np.take(table, at)  # t[count - 1] > x: count too high
@@ -651,7 +677,9 @@ class DataflowEmulator:
         mw = node.attr("MW")
         w = self._weights[node.name]
         cdt = w.dtype
-        lead = x.shape[:-1]
+        # rows of MW inputs: also when the graph declares the input unflattened, e.g. a
+        # (N, 1, 8, 128) feature map into a 1024-input fully connected layer
+        lead = x.shape[:-1] if x.shape[-1] == mw else (len(x), x[0].size // mw)
         x2 = x.reshape(-1, mw).astype(cdt, copy=False)
         if node.attr("binaryXnorMode", 0):
             acc = x2 @ w + (1 - x2) @ (1 - w)

@@ -94,6 +94,9 @@ class DeployPackage:
             self.class_names = list(self.io["class_names"])
             self.frame_shape = tuple(self.io["frame_shape"])  # (channels, samples)
             self.model_input_shape = tuple(self.io["model_input_shape"])
+            # the graph's declared input (batch 1); packages before it had the model's
+            graph_input = self.io.get("graph_input_shape") or [1, *self.model_input_shape]
+            self.graph_input_shape = tuple(int(v) for v in graph_input)
             self.software = list(self.io["software"])
             self.files = dict(self.io["files"])
             self.hashes = dict(self.io["sha256"])
@@ -135,13 +138,20 @@ class DeployPackage:
 
     def quantize(self, frames: np.ndarray) -> np.ndarray:
         """Channels-first frames (N, channels, samples) -> the accelerator's input tensor
-        (N, *input.normal_shape[1:]), computed as the graph's software part computes it."""
+        (N, *input.normal_shape[1:]): reshaped to the graph's declared input shape, then
+        computed as the graph's software part computes it."""
         frames = np.asarray(frames)
         if frames.ndim != 3 or tuple(frames.shape[1:]) != self.frame_shape:
             raise ToolchainError(f"frames must have shape (N, {self.frame_shape[0]}, "
                                  f"{self.frame_shape[1]}) for this accelerator, got "
                                  f"{tuple(frames.shape)}")
-        x = frames.astype(np.float32, copy=False).reshape(len(frames), *self.model_input_shape)
+        shape = self.graph_input_shape[1:]
+        if int(np.prod(shape)) != int(np.prod(self.frame_shape)):
+            raise ToolchainError(f"{self.dir / IO_JSON}: the graph's input {shape} does not "
+                                 f"hold a frame {self.frame_shape}")
+        # the graph's declared input shape (a 1D model lifted to (1, k) convolutions takes
+        # (N, channels, 1, samples)); the software part starts from it
+        x = frames.astype(np.float32, copy=False).reshape(len(frames), *shape)
         for op in self.software:
             kind = op["op"]
             if kind == "Transpose":

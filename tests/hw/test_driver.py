@@ -109,6 +109,30 @@ def _config(built):
     return BuildConfig.load(built / "build_config.json")
 
 
+def test_frames_take_the_graphs_declared_input_shape(package):
+    """A QuantConv1d model is lifted to (1, k) convolutions before FINN: its graph takes
+    (1, C, 1, L) while the model (and the frames) are (C, L). The driver reshapes frames to
+    the graph's declared input; packages written before `graph_input_shape` use the model's."""
+    testset = np.load(package / "testset.npz")
+    x = testset["x"][:6]
+    io = json.loads((package / "io.json").read_text())
+    assert io["graph_input_shape"] == [1, 2, 1, 1024]  # BacalhauNet's own (2, 1, L) input
+    reference = DeployPackage(package).quantize(x)
+    io["model_input_shape"] = [2, 1024]  # as a lifted 1D model records it
+    (package / "io.json").write_text(json.dumps(io))
+    assert np.array_equal(DeployPackage(package).quantize(x), reference)
+    acc = Accelerator(package, backend="emulate", batch_size=4)
+    assert np.array_equal(acc.classify(x), testset["golden_class"][:6])
+    io["model_input_shape"] = [2, 1, 1024]
+    del io["graph_input_shape"]  # an older package
+    (package / "io.json").write_text(json.dumps(io))
+    assert np.array_equal(DeployPackage(package).quantize(x), reference)
+    io["graph_input_shape"] = [1, 2, 1, 1000]
+    (package / "io.json").write_text(json.dumps(io))
+    with pytest.raises(ToolchainError, match="does not hold a frame"):
+        DeployPackage(package).quantize(x)
+
+
 def test_driver_writes_json_and_png(package, tmp_path):
     out = tmp_path / "results"
     assert driver_main(["--deploy", str(package), "--data", str(package / "testset.npz"),

@@ -119,9 +119,14 @@ def test_thresholds_equal_their_definition_numpy_and_torch(channels, steps):
             if _torch() is not None:
                 assert np.array_equal(th.torch_call(xs), want)
         xf = rng.normal(0, 500, (64, 5, channels)).astype(np.float32)  # float input: search
-        tf = _Threshold(t + rng.uniform(-0.5, 0.5, t.shape), False, bias, scale)
-        assert tf.lut is None and tf.affine is None
-        want = _count(tf.thresholds, xf, scale, bias)
-        assert np.array_equal(tf(xf), want)
-        if _torch() is not None:
-            assert np.array_equal(tf.torch_call(xf), want)
+        xf[0, :2] = t[:, 0] if channels > 1 else t[0, :2, None]  # on thresholds
+        near = t + rng.uniform(-0.5, 0.5, t.shape)  # nearly uniform: one correction suffices
+        scattered = rng.normal(0, 300, t.shape)  # the guess can be far off: corrected in steps
+        for thresholds, one_step in ((near, True if channels == 1 else None), (scattered, False)):
+            tf = _Threshold(thresholds, False, bias, scale)
+            assert tf.lut is None and tf.affine is None
+            assert one_step is None or tf.one_step[np.dtype(np.float32)] == one_step
+            want = _count(tf.thresholds, xf, scale, bias)
+            assert np.array_equal(tf(xf), want)
+            if _torch() is not None:
+                assert np.array_equal(tf.torch_call(xf), want)
