@@ -21,6 +21,8 @@ table is rebuilt from the metadata of every shipped file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,9 @@ from pathlib import Path
 from flows.errors import ToolchainError
 from flows.fileio import atomic_write_text
 from flows.train import (
+    REPO_ROOT,
     TrainConfig,
+    generator_tag,
     inference_checkpoint,
     read_checkpoint,
     save_checkpoint,
@@ -47,6 +51,7 @@ class SyntheticRun:
     epochs: int
     max_frames: int | None = None  # cap on training frames (a seeded subset)
     batch_size: int = 128  # the recipe's 1024 gives too few steps on ~20k frames
+    lr: float | None = None  # None: the recipe's
     snr_min: int = -6  # BacalhauNet's recipe; for all here: few epochs, spent where signal is
     frames_per_cell: int = SYNTHETIC_FRAMES_PER_CELL  # of the synthetic file (its cache name)
     prune_rounds: int = 0  # magnitude pruning rounds after `epochs` (flows.train)
@@ -78,9 +83,13 @@ SYNTHETIC_RUNS: tuple[SyntheticRun, ...] = (
     SyntheticRun("vgg10-w4a4-32", epochs=5),
     SyntheticRun("vgg10", epochs=5, max_frames=12000),
     SyntheticRun("ulcnn", epochs=10, frames_per_cell=128),  # rotation augmentation: recipe
-    SyntheticRun("hakimi7", epochs=5, frames_per_cell=128),
-    SyntheticRun("oshea", epochs=5, frames_per_cell=128, max_frames=2000,
-                 note="2,000 training frames: 2.8 M parameters, ~35 frames/s"),
+    # O'Shea (no BatchNorm) and Hakimi7 stay at chance with Adam lr 0.01 (tried: loss stuck at
+    # ln 11); 0.001 (Keras' Adam default) trains
+    SyntheticRun("hakimi7", epochs=5, frames_per_cell=128, lr=1e-3,
+                 note="Adam lr 0.001 (at 0.01: chance)"),
+    SyntheticRun("oshea", epochs=5, frames_per_cell=128, max_frames=2000, lr=1e-3,
+                 note="2,000 training frames (2.8 M parameters, ~35 frames/s); Adam lr 0.001 "
+                      "(at 0.01: chance)"),
     SyntheticRun("imperial", epochs=3, max_frames=6000, prune_rounds=2, prune_fraction=0.15,
                  kd_from_unpruned=True,
                  note="6,000 training frames; pruning 2 x 15 % with 1 (not 20) fine-tuning "
@@ -96,9 +105,35 @@ def config_for(model: str, data: str) -> TrainConfig:
     pruning = dict(prune_rounds=run.prune_rounds, prune_fraction=run.prune_fraction,
                    finetune_epochs=run.finetune_epochs) if run.prune_rounds else {}
     return TrainConfig(model=model, data="synthetic", out=out, epochs=run.epochs,
-                       batch_size=run.batch_size, max_frames=run.max_frames,
+                       batch_size=run.batch_size, lr=run.lr, max_frames=run.max_frames,
                        snr_min=run.snr_min, synthetic_frames_per_cell=run.frames_per_cell,
                        kd_from_unpruned=run.kd_from_unpruned, **pruning)
+
+
+def pin_generator(cfg: TrainConfig, tag: str) -> TrainConfig:
+    """`cfg` on the cached synthetic file of generator version `tag` (data/synthetic/, written
+    by an earlier run) instead of the current generator's: to train a model on exactly the
+    frames another shipped checkpoint saw."""
+    from flows.train import SYNTHETIC_DIR, synthetic_path
+
+    fmt = cfg.spec.dataset
+    name = synthetic_path(fmt, cfg.synthetic_frames_per_cell, cfg.synthetic_seed).name
+    path = SYNTHETIC_DIR / name.replace(generator_tag(), tag)
+    if not path.is_file():
+        raise ToolchainError(f"--generator {tag}: no cached synthetic file {path} (the cache "
+                             "holds the files of generator versions that were trained on).")
+    return dataclasses.replace(cfg, data=str(path.relative_to(REPO_ROOT)))
+
+
+def synthetic_record(ckpt: dict) -> dict:
+    """The dataset record of a run on a pinned synthetic cache file, as `resolve_data` writes
+    it for --data synthetic (the file name carries format, frames per cell, seed, generator)."""
+    m = re.fullmatch(r"(rml2018|rml2016)_fpc(\d+)_seed(\d+)_([0-9a-f]{10})\.(h5|pkl)",
+                     Path(ckpt["dataset"]["path"]).name)
+    if m is None:
+        return ckpt["dataset"]
+    return {**ckpt["dataset"], "synthetic": True, "frames_per_cell": int(m[2]),
+            "seed": int(m[3]), "generator": f"flows.synth@{m[4]}"}
 
 
 def models_for(data: str) -> list[str]:
@@ -123,6 +158,7 @@ def publish(best: Path) -> Path:
     history = read_checkpoint(Path(best).with_name("last.pt"))["history"]
     ckpt["epochs_trained"] = len(history)
     ckpt["training_seconds"] = round(sum(h["seconds"] for h in history), 1)
+    ckpt["dataset"] = synthetic_record(ckpt)
     if ckpt["dataset"].get("synthetic"):
         ckpt["shipping_note"] = {r.model: r for r in SYNTHETIC_RUNS}[ckpt["model"]].note
     path = SHIPPED_DIR / f"{ckpt['model']}.pt"
@@ -216,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="synthetic", help="'synthetic' (default) or the real file")
     ap.add_argument("--publish-only", action="store_true",
                     help="no training: publish the finished runs in build/shipped/ again")
+    ap.add_argument("--generator", metavar="TAG",
+                    help="synthetic data: train on the cached file of this generator version "
+                         "(e.g. the one another shipped checkpoint was trained on)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: the machine is shared)")
     args = ap.parse_args(argv)
@@ -226,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         models = args.models or models_for(args.data)
         for model in models:
             cfg = config_for(model, args.data)
+            if args.generator:
+                cfg = pin_generator(cfg, args.generator)
             best = cfg.out_dir / "best.pt" if args.publish_only else train(cfg).best
             path = publish(best)
             print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
