@@ -273,11 +273,12 @@ class _Threshold:
         self.out_bias, self.out_scale = float(out_bias), float(out_scale)
         channels, steps = thresholds.shape
         self.lut = self.affine = None
+        self.bad = np.zeros(0, np.int64)
         if integer_input:
-            lut = _Lut(thresholds, self.out_scale, self.out_bias)
-            if lut.ok:
-                self.lut = lut
-                self._fit(thresholds, lut)
+            self._fit(thresholds)
+            if self.affine is None:
+                lut = _Lut(thresholds, self.out_scale, self.out_bias)
+                self.lut = lut if lut.ok else None
         # For other inputs: a linear guess of the count from the first and last threshold,
         # then corrected until t[count - 1] <= x < t[count] holds (exact, like searchsorted).
         # Table row c: -inf, t[c], +inf. For float32 x the thresholds are rounded up to
@@ -319,31 +320,38 @@ class _Threshold:
                 return False
         return True
 
-    def _fit(self, thresholds: np.ndarray, lut: _Lut) -> None:
+    def _fit(self, thresholds: np.ndarray) -> None:
         channels, steps = thresholds.shape
         if np.any(thresholds != np.round(thresholds)):
             return
-        possible, s, c = _fit_affine(thresholds)
+        possible, s, c = _fit_affine(thresholds)  # False for channels with infinities
         s32, c32 = s.astype(np.float32), c.astype(np.float32)
-        lo, hi = (np.broadcast_to(np.asarray(v, np.float32), (channels,)) for v in (lut.lo,
-                                                                                    lut.hi))
-        for ch in np.flatnonzero(possible):  # check with the operations `_affine_*` use
-            x = np.arange(lo[ch], hi[ch] + 1, dtype=np.float32)
-            got = self._affine_numpy(x, s32[ch], c32[ch], steps, 1.0, 0.0)
-            possible[ch] = np.array_equal(got, lut.counts[ch])
-            if possible[ch] and _torch() is not None:
-                torch = _torch()
-                got = self._affine_torch(torch.from_numpy(x), float(s32[ch]), float(c32[ch]),
-                                         steps, 1.0, 0.0).numpy()
-                possible[ch] = np.array_equal(got, lut.counts[ch])
+        s32[~possible], c32[~possible] = 0, 0
+        # Both sides are non-decreasing in x, so they agree on every integer when they agree
+        # at each threshold and the integer before it (where the count changes); checked
+        # with the operations `_affine_*` use, channels last as at run time.
+        x = np.concatenate([thresholds.T, thresholds.T - 1])
+        x = np.where(np.isfinite(x), x, 0).astype(np.float32)
+        want = np.stack([np.searchsorted(t, x[:, ch], side="right")
+                         for ch, t in enumerate(thresholds)], axis=1)
+        got = self._affine_numpy(x, s32, c32, steps, 1.0, 0.0)
+        possible &= (got == want).all(axis=0)
+        if _torch() is not None:
+            torch = _torch()
+            got = self._affine_torch(torch.from_numpy(x), torch.from_numpy(s32),
+                                     torch.from_numpy(c32), steps, 1.0, 0.0).numpy()
+            possible &= (got == want).all(axis=0)
         if not possible.any() or (channels == 1 and not possible[0]):
             return
-        s32[~possible], c32[~possible] = 0, 0
         bad = np.flatnonzero(~possible)
+        if len(bad):  # channels without a line: a table
+            self.bad_lut = _Lut(thresholds[bad], self.out_scale, self.out_bias)
+            if not self.bad_lut.ok:
+                return
+        s32[~possible], c32[~possible] = 0, 0
         self.affine = (s32 if channels > 1 else float(s32[0]),
                        c32 if channels > 1 else float(c32[0]), steps)
         self.bad = bad
-        self.bad_lut = _Lut(thresholds[bad], self.out_scale, self.out_bias) if len(bad) else None
 
     @staticmethod
     def _affine_numpy(x, s, c, steps, out_scale, out_bias):
