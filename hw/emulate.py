@@ -1,10 +1,18 @@
 """Fast, batched, bit-exact execution of a FINN dataflow graph (the accelerator's arithmetic).
 
 FINN's own Python execution runs one frame at a time (qonnx's Im2Col mixes frames at batch > 1)
-at about 13 frames/s. `DataflowEmulator` executes the same HW layers on a whole batch with numpy:
-integer values held in float32 where every partial sum fits its 24-bit mantissa (accumulator
-datatypes of at most 24 bits; float64 otherwise), so the results are the exact integers the
-hardware computes. A test compares it with `hw.finn_flow.execute` node for node.
+at about 13 frames/s. `DataflowEmulator` executes the same HW layers on a whole batch, cut into
+chunks of 64 frames (their tensors stay in the caches) run by 2 threads: integer values held
+in float32 where every partial sum fits its 24-bit mantissa (accumulator datatypes of at most
+24 bits; float64 otherwise), so the results are the exact integers the hardware computes.
+A test compares it with `hw.finn_flow.execute` node for node.
+
+Thresholds (`_Threshold`), the bulk of the work: on integer inputs a line per channel,
+floor(x * s + c) clamped to [0, steps], fitted to the thresholds and checked exactly where the
+count changes (a rounded uniform quantizer always has one); a lookup table for the channels
+without one (repeated thresholds); on float inputs a linear guess corrected against the
+thresholds. MVAU is a matrix product, VVAU a depthwise convolution on the sliding windows
+(never materialized; FMPadding's zeros are left to the convolution).
 
 Layers (specialized `_hls`/`_rtl` variants run as their generic op): Thresholding, MVAU and VVAU
 (with or without embedded thresholds), FMPadding, ConvolutionInputGenerator (its windows are
@@ -13,8 +21,10 @@ Pool (MaxPool, AccPool, QuantAvgPool), GlobalAccPool, DuplicateStreams, Elementw
 Add/Sub/Mul/Max/Min, LabelSelect, Requant, and the identity layers FIFO and width converter.
 Anything else raises `ToolchainError` naming the layer.
 
-Needs numpy and the `onnx` package only: the graph is read from the ONNX file (weights and
-thresholds from its initializers, datatypes from FINN's quantization annotations).
+Needs numpy and the `onnx` package only (the board): the graph is read from the ONNX file
+(weights and thresholds from its initializers, datatypes from FINN's quantization annotations).
+Where torch is importable (the host) its kernels run the convolutions, products, pools and
+thresholds, about 3x faster; the numpy path computes the same values (tested equal).
 """
 
 from __future__ import annotations
