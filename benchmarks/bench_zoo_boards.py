@@ -6,7 +6,9 @@ the model's accuracy on the synthetic test split (from its shipped checkpoint's 
         [--markdown benchmarks/results/zoo_boards.md] [--models M ...] [--boards B ...]
 
 A model that FINN cannot map, or that fits no folding on a board, gets the build's own error
-message in the table instead of figures. Verification runs on 8 frames per build here (the
+message in the table instead of figures; a model whose build fails for another reason than
+fitting is not built again for the other boards (same graph, same failure). `--resume` keeps
+the records already in the JSON file and builds only the rest. Verification runs on 8 frames per build here (the
 default build uses 24); every graph step is still compared with the golden model.
 """
 
@@ -93,16 +95,31 @@ def main() -> int:
     parser.add_argument("--boards", nargs="*", default=None)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--markdown", type=Path, default=None)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the records already in --json, build the rest")
     args = parser.parse_args()
     models = args.models or model_names()
     boards = args.boards or zynq_boards()
     accuracy = {m: shipped_accuracy(m) for m in models}
+    done = {}
+    if args.resume and args.json and args.json.exists():
+        done = {(r["model"], r["board"]): r for r in json.loads(args.json.read_text())}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
+            unmappable = None
             for board in boards:
-                results.append(run_case(model, board, Path(tmp)))
+                if (model, board) in done:
+                    results.append(done[(model, board)])
+                elif unmappable is not None:
+                    results.append({"model": model, "board": board, "wall_s": 0.0,
+                                    "error": f"not built: same graph as on {unmappable['board']}"
+                                             f", which failed with {unmappable['error']}"})
+                else:
+                    results.append(run_case(model, board, Path(tmp)))
                 r = results[-1]
+                if "error" in r and "does not fit" not in r["error"] and unmappable is None:
+                    unmappable = r
                 print(f"{model} {board}: " + (r["error"][:120] if "error" in r else
                       f"{r['throughput_fps']:,} fps, {r['lut']:,} LUT, fits {r['fits']}"),
                       flush=True)

@@ -240,7 +240,9 @@ def step_fold(model, cfg: BuildConfig):
     so. The config used is always written to `report/folding_config.json` (editable, and
     accepted back by --folding).
     """
-    from hw.folding import apply_folding_file, fold_to_fit, write_folding_config
+    from flows.runner import console
+    from hw.folding import (apply_folding_file, fold_to_fit, shortfall, shortfall_message,
+                            write_folding_config)
 
     _finn(cfg)
     if cfg.folding is not None:
@@ -248,6 +250,14 @@ def step_fold(model, cfg: BuildConfig):
     else:
         out, search = fold_to_fit(model, cfg)
     write_folding_config(out, cfg.report_dir / "folding_config.json")
+    note_path = cfg.report_dir / "folding_shortfall.json"
+    note = shortfall(search, cfg) if search is not None else None
+    if note_path.exists():
+        note_path.unlink()  # from an earlier run of this step
+    if note is not None:
+        atomic_write_text(note_path, json.dumps(note, indent=2) + "\n")
+        console.print(f"[bold yellow]note:[/bold yellow] {shortfall_message(note, cfg)}",
+                      highlight=False)
     if search is not None:
         atomic_write_text(cfg.report_dir / "folding_search.json",
                           json.dumps(search, indent=2) + "\n")

@@ -154,3 +154,37 @@ def write_folding_config(model, path: Path) -> None:
         config[node.name] = {a: inst.get_nodeattr(a) for a in FOLDING_ATTRS if a in attrs}
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def shortfall(search: list[dict], cfg) -> dict | None:
+    """When the chosen design misses the first target: the target, what was reached, and the
+    boards whose resources would hold the fastest design estimated at the target (at this
+    build's clock), smallest first. None when the target was met."""
+    from hw.boards import BOARDS
+
+    chosen = next(r for r in search if r.get("chosen"))
+    target = search[0]["target_fps"]
+    if chosen["estimated_fps"] >= 0.95 * target:
+        return None
+    at_target = max((r for r in search if r["target_fps"] == target),
+                    key=lambda r: r["estimated_fps"])
+    total = {k: at_target[k] for k in ("lut", "bram18", "uram", "dsp")}
+    holding = sorted((b for b in BOARDS.values()
+                      if utilisation(total, b, cfg.max_utilisation)[1]),
+                     key=lambda b: b.resources.lut)
+    return {"target_fps": target, "reached_fps": chosen["estimated_fps"],
+            "design_at_target_fps": at_target["estimated_fps"],
+            "design_at_target_resources": total,
+            "boards_that_hold_it": [b.name for b in holding]}
+
+
+def shortfall_message(note: dict, cfg) -> str:
+    boards = note["boards_that_hold_it"]
+    return (f"{cfg.model} does not reach {note['target_fps']:,.0f} frames/s on {cfg.board} within "
+            f"{cfg.max_utilisation:.0%} of its resources: the best folding that fits gives "
+            f"{note['reached_fps']:,.0f} frames/s (report/folding_config.json). The design folded "
+            f"for the target ({note['design_at_target_fps']:,.0f} frames/s: "
+            + ", ".join(f"{v:,.0f} {k.upper()}" for k, v in
+                        note["design_at_target_resources"].items() if v)
+            + ") fits " + (", ".join(boards) + " (smallest first)" if boards else "no board "
+                           "listed here") + ". Pass --target-fps to ask for less, or --board.")

@@ -127,7 +127,7 @@ def test_folding_file_naming_unknown_layers_is_refused(built, tmp_path, capsys):
 def test_fold_lowers_the_target_until_it_fits(built):
     from flows.config import BuildConfig
     from flows.steps import get_step
-    from hw.folding import fold_to_fit
+    from hw.folding import fold_to_fit, shortfall, shortfall_message
 
     cfg = BuildConfig.load(built / "build_config.json")
     cfg.max_utilisation = 0.3
@@ -137,6 +137,11 @@ def test_fold_lowers_the_target_until_it_fits(built):
     assert len(chosen) == 1 and chosen[0]["fits"]
     assert not search[0]["fits"] and chosen[0]["target_fps"] < search[0]["target_fps"]
     assert max(chosen[0]["utilisation"].values()) <= 0.3
+    # the build says the target was missed, what was reached, and which boards hold the design
+    note = shortfall(search, cfg)
+    assert note["reached_fps"] == chosen[0]["estimated_fps"] < note["target_fps"]
+    assert note["boards_that_hold_it"] and "pynq-z2" not in note["boards_that_hold_it"]
+    assert "best folding that fits gives" in shortfall_message(note, cfg)
 
 
 def test_a_broken_step_fails_naming_the_step_and_node(built, tmp_path, capsys, monkeypatch):
