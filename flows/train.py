@@ -252,7 +252,8 @@ class TrainConfig(DataClassDictMixin):
 _RESUME_FIELDS = ("model", "bits", "batch_size", "lr", "weight_decay", "restart_epochs",
                   "snr_min", "snr_max", "classes", "seed", "teacher", "kd_temperature",
                   "kd_weight", "kd_from_unpruned", "rotate_augment", "prune_rounds",
-                  "prune_fraction", "prune_threshold", "finetune_epochs", "max_frames", "synthetic_frames_per_cell", "synthetic_seed",
+                  "prune_fraction", "prune_threshold", "finetune_epochs", "max_frames",
+                  "synthetic_frames_per_cell", "synthetic_seed",
                   "block_len")
 
 
