@@ -322,3 +322,27 @@ def test_real_frame_pulse_fit_when_the_reference_is_present():
     freq = np.abs(np.fft.fftfreq(4096))
     keep = freq <= 0.12
     assert np.sqrt(np.mean((model[keep] - measured[keep]) ** 2)) < 0.03
+
+
+def _baseband_response(name, n=64, length=4096):
+    """Mean |DFT| of a class's baseband, averaged over frames, against |frequency|."""
+    x = synth.baseband(name, n, np.random.default_rng(1), length=length)
+    x = x - x.mean(axis=1, keepdims=True)  # drop the unipolar DC line
+    mag = np.sqrt(np.mean(np.abs(np.fft.fft(x, axis=1)) ** 2, axis=0))
+    return np.abs(np.fft.fftfreq(length)), mag
+
+
+def test_amplitude_keyed_classes_use_a_transmit_rrc():
+    """OOK/4ASK/8ASK: Nyquist RRC roll-off 0.35 (response 1/sqrt(2) at 1/16 cycles/sample, zero
+    beyond 1.35/16); the other linear classes keep the fitted link pulse (1/2 at 0.915/16)."""
+    for name in ("OOK", "4ASK", "8ASK"):
+        assert synth.RML2018_MODULATIONS[name].pulse == ("rrc", 0.35, 1.0)
+        freq, mag = _baseband_response(name)
+        ref = mag[(freq > 0.002) & (freq < 0.02)].mean()
+        at = mag[np.abs(freq - 1 / 16) < 2e-3].mean() / ref
+        assert at == pytest.approx(math.sqrt(0.5), abs=0.1), name
+        assert mag[freq > 1.35 / 16 + 1e-3].max() < 1e-3 * ref
+    freq, mag = _baseband_response("16QAM")
+    ref = mag[(freq > 0.002) & (freq < 0.02)].mean()
+    assert mag[np.abs(freq - 0.915 / 16) < 2e-3].mean() / ref == pytest.approx(0.5, abs=0.1)
+    assert synth.RML2018_MODULATIONS["16QAM"].pulse is None
