@@ -310,8 +310,27 @@ class _Threshold:
 
     def _count_guess(self, x: np.ndarray) -> np.ndarray:
         t0, inv_step = self.guess[x.dtype]
-        guess = np.floor((x - t0) * inv_step) + 1
-        return np.clip(np.nan_to_num(guess), 0, self.thresholds.shape[1]).astype(np.int32)
+        guess = np.subtract(x, t0)
+        guess *= inv_step
+        np.floor(guess, out=guess)
+        guess += 1
+        np.nan_to_num(guess, copy=False)
+        np.clip(guess, 0, self.thresholds.shape[1], out=guess)
+        return guess.astype(np.int32)
+
+    def _levels(self, count: np.ndarray) -> np.ndarray:
+        """count * out_scale + out_bias in float32 (integers below 2^24 exactly; FINN's
+        scales and biases are integers: else computed in float64 and rounded once)."""
+        if not (float(self.out_scale).is_integer() and float(self.out_bias).is_integer()
+                and abs(self.out_scale) * self.thresholds.shape[1] + abs(self.out_bias)
+                < 2 ** _EXACT_F32_BITS):
+            return (count * self.out_scale + self.out_bias).astype(np.float32)
+        y = count.astype(np.float32)
+        if self.out_scale != 1.0:
+            y *= np.float32(self.out_scale)
+        if self.out_bias != 0.0:
+            y += np.float32(self.out_bias)
+        return y
 
     def _guess_within_one(self, dtype) -> bool:
         """Whether the linear guess is never more than one step off, so that one correction
@@ -332,8 +351,10 @@ class _Threshold:
 
     def _fit(self, thresholds: np.ndarray) -> None:
         channels, steps = thresholds.shape
-        if np.any(thresholds != np.round(thresholds)):
-            return
+        if (np.any(thresholds != np.round(thresholds))
+                or not (self.out_scale.is_integer() and self.out_bias.is_integer())
+                or abs(self.out_scale) * steps + abs(self.out_bias) >= 2 ** _EXACT_F32_BITS):
+            return  # (levels computed in float32 must be exact integers)
         possible, s, c = _fit_affine(thresholds)  # False for channels with infinities
         s32, c32 = s.astype(np.float32), c.astype(np.float32)
         s32[~possible], c32[~possible] = 0, 0
@@ -402,7 +423,7 @@ class _Threshold:
             at = count + row
             count -= x < np.take(table, at)
             count += x >= np.take(table, at + 1)
-            return (count * self.out_scale + self.out_bias).astype(np.float32)
+            return self._levels(count)
         for _ in range(steps + 1):  # each pass moves every wrong count one step closer
             at = count + row
             below = x < np.take(table, at)  # t[count - 1] > x: count too high
@@ -410,7 +431,7 @@ class _Threshold:
             if not (below.any() or above.any()):
                 break
             count = count - below + above
-        return (count * self.out_scale + self.out_bias).astype(np.float32)
+        return self._levels(count)
 
     @staticmethod
     def _search_input(x: np.ndarray) -> np.ndarray:
