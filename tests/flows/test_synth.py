@@ -346,3 +346,15 @@ def test_amplitude_keyed_classes_use_a_transmit_rrc():
     ref = mag[(freq > 0.002) & (freq < 0.02)].mean()
     assert mag[np.abs(freq - 0.915 / 16) < 2e-3].mean() / ref == pytest.approx(0.5, abs=0.1)
     assert synth.RML2018_MODULATIONS["16QAM"].pulse is None
+
+
+def test_both_ssb_classes_are_carrier_dominated():
+    """Real 2018 SSB-SC frames look carrier-dominated like SSB-WC: the leaked SC carrier exceeds
+    the sideband's envelope peak, so the envelope never reaches zero (noise-free baseband)."""
+    lo, hi = synth.RML2018_PHYSICS.ssb_residual_carrier_range
+    assert lo > 1 and hi == pytest.approx(1 / synth.RML2018_PHYSICS.ssb_sideband_range[0], rel=0.02)
+    for name in ("AM-SSB-WC", "AM-SSB-SC"):
+        x = synth.baseband(name, 16, np.random.default_rng(4))
+        env = np.abs(x)
+        assert np.all(env.min(axis=1) > 0.05 * env.max(axis=1)), name
+    assert synth.RML2016_PHYSICS.ssb_residual_carrier_range == (0.0, 0.0)  # 2016: a true SC
