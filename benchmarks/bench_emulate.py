@@ -8,7 +8,9 @@ Writes benchmarks/results/emulate.json. Frames: all rows of a synthetic RadioML 
 (24 classes x 26 SNRs x frames-per-cell), classified by
 - the emulator alone (`hw.emulate.DataflowEmulator.run`, batch 256, 2 threads and 1 thread,
   `--repeats` passes over all frames each: best and median frames/s, as other jobs share
-  the cores; the 1-minute load average is recorded before and after),
+  the cores; the 1-minute load average is recorded before and after; the process CPU
+  time per frame gives the frames/s two cores of our own would reach; and the CPU time of
+  every layer, one thread),
 - the driver with the emulate backend (quantize, pack, copy, run, unpack),
 - the Brevitas model (torch, batch 256): the reference the classes must equal.
 """
