@@ -358,3 +358,19 @@ def test_both_ssb_classes_are_carrier_dominated():
         env = np.abs(x)
         assert np.all(env.min(axis=1) > 0.05 * env.max(axis=1)), name
     assert synth.RML2016_PHYSICS.ssb_residual_carrier_range == (0.0, 0.0)  # 2016: a true SC
+
+
+def test_oqpsk_uses_axis_points_and_alternating_rails():
+    """OQPSK from GNU Radio's generic 4-PSK points {1, j, -1, -j}: at the I symbol centres the
+    quadrature rail (delayed half a symbol) is between its symbols, and each symbol puts its
+    energy on one rail only."""
+    points = synth.RML2018_MODULATIONS["OQPSK"].points
+    np.testing.assert_allclose(np.sort_complex(np.round(points, 12)),
+                               np.sort_complex(np.array([-1, -1j, 1j, 1])), atol=1e-12)
+    phys = synth.RML2018_PHYSICS
+    x = synth.baseband("OQPSK", 8, np.random.default_rng(5), length=1024)
+    centres = x[:, 64:-64:phys.sps]  # away from the circular wrap
+    i_on = np.abs(centres.real) > 0.5 * np.abs(centres.real).max()
+    # the I rail is zero at the centres of the symbols that carry +-j
+    assert 0.3 < i_on.mean() < 0.7
+    assert synth.RML2018_MODULATIONS["QPSK"].points[0] == pytest.approx(np.exp(1j * np.pi / 4))
