@@ -208,7 +208,10 @@ def step_partition(model, cfg: BuildConfig):
     continues with the dataflow model.
     """
     ff = _finn(cfg)
-    parent = ff.partition(model, cfg.out_dir / "finn" / "partitions")
+    try:
+        parent = ff.partition(model, cfg.out_dir / "finn" / "partitions")
+    except ToolchainError as exc:  # say what the model is: the zoo marks its unmappable forms
+        raise ToolchainError(f"{exc} ({cfg.model}: {cfg.model_spec.description})") from None
     with atomic_path(cfg.intermediate_dir / PARENT_NAME) as tmp:
         parent.save(str(tmp))
     child = ff.dataflow_model(parent)

@@ -80,9 +80,11 @@ def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
 
 
 def _lowered(target: float, record: dict, cfg) -> float:
-    """The next target after an estimate that does not fit: scaled down by the overshoot."""
+    """The next target after an estimate that does not fit: what the design reached (SetFolding
+    can stop far below a high target) scaled down by the overshoot."""
     overshoot = max(record["utilisation"].values()) / cfg.max_utilisation
-    return target * min(0.8, 0.95 / overshoot) if overshoot != float("inf") else 0.0
+    reached = min(target, record["estimated_fps"])
+    return reached * min(0.8, 0.95 / overshoot) if overshoot != float("inf") else 0.0
 
 
 def _faster_with_cap_lifted(model, cfg, target: float, folded, record: dict,
