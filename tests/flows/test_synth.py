@@ -374,3 +374,19 @@ def test_oqpsk_uses_axis_points_and_alternating_rails():
     # the I rail is zero at the centres of the symbols that carry +-j
     assert 0.3 < i_on.mean() < 0.7
     assert synth.RML2018_MODULATIONS["QPSK"].points[0] == pytest.approx(np.exp(1j * np.pi / 4))
+
+
+def test_linear_frame_level_follows_unit_mean_amplitude():
+    """Linear classes: frame rms sqrt(E|s|^2) / E|s| (constellation at mean |s| = 1)."""
+    expected = {"OOK": math.sqrt(2), "4ASK": math.sqrt(3.5) / 1.5, "8ASK": math.sqrt(17.5) / 3.5,
+                "BPSK": 1.0, "QPSK": 1.0, "32PSK": 1.0}
+    for name, rms in expected.items():
+        assert synth.RML2018_MODULATIONS[name].frame_rms == pytest.approx((rms, rms)), name
+    for name in ("16QAM", "64QAM", "256QAM", "16APSK", "128APSK"):
+        lo, hi = synth.RML2018_MODULATIONS[name].frame_rms
+        assert lo == hi and 1.04 < lo < 1.09, name
+    y = synth.generate_frames("4ASK", 30, 8, np.random.default_rng(3))
+    np.testing.assert_allclose(np.sqrt(np.mean(np.abs(y) ** 2, axis=1)), math.sqrt(3.5) / 1.5,
+                               rtol=1e-4)
+    assert synth.RML2018_MODULATIONS["OQPSK"].frame_rms == (1.0, 1.0)
+    assert synth.RML2018_MODULATIONS["GMSK"].frame_rms == (1.0, 1.0)
