@@ -390,3 +390,9 @@ def test_linear_frame_level_follows_unit_mean_amplitude():
                                rtol=1e-4)
     assert synth.RML2018_MODULATIONS["OQPSK"].frame_rms == (1.0, 1.0)
     assert synth.RML2018_MODULATIONS["GMSK"].frame_rms == (1.0, 1.0)
+
+
+def test_clock_offset_is_small_like_the_real_frame():
+    """The real 16QAM frame's symbol clock is within ~0.05 % of 8 samples/symbol."""
+    assert synth.RML2018_PHYSICS.sample_rate_offset_max == pytest.approx(2.5e-4)
+    assert synth.RML2016_PHYSICS.sample_rate_offset_max == pytest.approx(2.5e-4)
