@@ -396,3 +396,24 @@ def test_clock_offset_is_small_like_the_real_frame():
     """The real 16QAM frame's symbol clock is within ~0.05 % of 8 samples/symbol."""
     assert synth.RML2018_PHYSICS.sample_rate_offset_max == pytest.approx(2.5e-4)
     assert synth.RML2016_PHYSICS.sample_rate_offset_max == pytest.approx(2.5e-4)
+
+
+def test_am_dsb_sits_on_a_real_if_carrier():
+    """rml2018 DSB: a real signal with twin spectral peaks at +-f_IF (none at DC for SC);
+    rml2016 keeps baseband AM (f_IF 0)."""
+    f_if = synth.RML2018_PHYSICS.am_if_cycles_per_sample
+    assert f_if == pytest.approx(0.026)
+    assert synth.RML2016_PHYSICS.am_if_cycles_per_sample == 0.0
+    for name in ("AM-DSB-SC", "AM-DSB-WC"):
+        x = synth.baseband(name, 32, np.random.default_rng(6), length=4096)
+        assert np.abs(x.imag).max() < 1e-5 * np.abs(x.real).max(), name
+        psd = np.mean(np.abs(np.fft.fft(x, axis=1)) ** 2, axis=0)
+        freq = np.fft.fftfreq(4096)
+        near_if = psd[np.abs(np.abs(freq) - f_if) < 0.004].mean()
+        assert near_if > 10 * psd[np.abs(freq) < 0.001].mean() or name == "AM-DSB-WC"
+        assert psd[np.abs(freq) > 0.07].sum() < 1e-3 * psd.sum(), name
+        # the WC carrier is a pair of lines at +-f_IF
+    x = synth.baseband("AM-DSB-WC", 8, np.random.default_rng(6), length=4096)
+    spectrum = np.abs(np.fft.fft(x, axis=1)).mean(axis=0)
+    peak = np.abs(np.fft.fftfreq(4096)[np.argmax(spectrum)])
+    assert peak == pytest.approx(f_if, abs=1.5 / 4096)
