@@ -18,6 +18,10 @@ way a published faithful checkpoint is loaded (`models.published`: each shared q
 larger of the two trained scales): what deploying a faithfully trained model costs in accuracy
 without retraining.
 
+`--pair LABEL DEPLOYABLE FAITHFUL` adds another pair of checkpoints of one training run each (for
+example both forms at a lower learning rate, where neither diverges), evaluated on the same split,
+under "pairs" in the JSON with the command that trained each.
+
 Cost: `flows.cost` (qonnx's inference cost of the exported QONNX graph, sparsity discounted,
 score against the challenge's 8-bit VGG10). Writes benchmarks/results/bacalhaunet_forms.json and
 prints a table.
@@ -104,7 +108,23 @@ def test_data(current_generator: bool, frames_per_cell: int, seed: int) -> dict:
     return resolve_data("synthetic", spec.dataset, frames_per_cell, seed)
 
 
-def compare(record: dict) -> dict:
+def pair_rows(label: str, deployable: Path, faithful: Path, source, rows) -> dict:
+    """Another pair of checkpoints (one per form), evaluated and costed like the shipped pair."""
+    out = {"label": label, "forms": {}}
+    for form, path, name in (("deployable", deployable, "bacalhaunet"),
+                             ("faithful", faithful, "bacalhaunet-faithful")):
+        model, ckpt = model_from_checkpoint(path)
+        if ckpt["model"] != name:
+            raise ToolchainError(f"--pair {label}: {path} is a {ckpt['model']} checkpoint, "
+                                 f"expected {name} for the {form} form.")
+        out["forms"][form] = {"checkpoint": str(path), "command": ckpt.get("command"),
+                              "training_frames": ckpt["split"]["train_frames"],
+                              **evaluation_row(model, ckpt, source, rows),
+                              **cost_row(model, shared_grid=name == "bacalhaunet")}
+    return out
+
+
+def compare(record: dict, pairs: list[tuple[str, Path, Path]] = ()) -> dict:
     spec = get_model_spec("bacalhaunet")
     source = open_for_model(record["path"], spec)
     test_rows = make_splits(source).test
@@ -139,6 +159,8 @@ def compare(record: dict) -> dict:
         "total_mem_w_bits": d["total_mem_w_bits"] - f["total_mem_w_bits"],
         "challenge_score": d["challenge_score"] - f["challenge_score"]}
     out["same_training_data"] = d["trained_on_file"] == f["trained_on_file"]
+    out["pairs"] = [pair_rows(label, Path(dep), Path(fai), source, test_rows)
+                    for label, dep, fai in pairs]
     source.close()
     return out
 
@@ -164,6 +186,14 @@ def print_table(result: dict) -> None:
                       f"{r['challenge_score']:.4f}")
     console = Console(width=160)
     console.print(table)
+    for pair in result.get("pairs", []):
+        table = Table(title=f"pair {pair['label']}")
+        for col in ("form", "training frames", "accuracy (%)", "score"):
+            table.add_column(col)
+        for form, r in pair["forms"].items():
+            table.add_row(form, str(r["training_frames"]), f"{100 * r['accuracy']:.2f}",
+                          f"{r['challenge_score']:.4f}")
+        console.print(table)
     if not result["same_training_data"]:
         console.print("[yellow]the two checkpoints were trained on different generator "
                         "versions: the accuracy difference includes that[/yellow]")
@@ -177,12 +207,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="synthetic test file: frames per (class, SNR) cell (64, as the shipped "
                          "runs)")
     ap.add_argument("--seed", type=int, default=0, help="synthetic test file: generator seed")
+    ap.add_argument("--pair", nargs=3, action="append", default=[],
+                    metavar=("LABEL", "DEPLOYABLE", "FAITHFUL"),
+                    help="also evaluate this pair of checkpoints (repeatable)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--out", type=Path, default=RESULT)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        result = compare(test_data(args.current_generator, args.frames_per_cell, args.seed))
+        result = compare(test_data(args.current_generator, args.frames_per_cell, args.seed),
+                         [(label, Path(d), Path(f)) for label, d, f in args.pair])
     except ToolchainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -211,6 +211,13 @@ def forms_section() -> list[str]:
                      + ("-" if recount is None else f"{recount / 1e6:.2f}")
                      + f" | {f['total_mem_w_bits'] / 1e3:.2f} | {f['zero_weights']} / "
                      f"{f['total_weights']} | {f['challenge_score']:.4f} |")
+    for pair in r.get("pairs", []):
+        d, f = pair["forms"]["deployable"], pair["forms"]["faithful"]
+        lines += ["", f"Another pair, {pair['label']} ({d['training_frames']} training frames, "
+                  f"test split as above): deployable {_pct(d['accuracy'])} %, faithful "
+                  f"{_pct(f['accuracy'])} %; scores {d['challenge_score']:.4f} / "
+                  f"{f['challenge_score']:.4f}. Commands: `{' '.join(d['command'])}`; "
+                  f"`{' '.join(f['command'])}`."]
     lines += ["", "The forms have the same layers and weight count: the cost metric differs only "
               "through the trained weights' exact zeros. qonnx costs the DW conv after each "
               "residual add at 32 input bits in both forms (the add output carries no "
