@@ -16,9 +16,9 @@ over the full sampled band (-fs/2, fs/2). It is a per-sample power ratio, not Es
 per symbol Es/N0 = SNR + 10 log10(8) = SNR + 9.03 dB. After the noise is added, rml2018 frames are
 scaled to unit mean power (mean |x|^2 = 1) times the class's frame level (`Modulation.frame_rms`:
 1 for PSK, FM, GMSK, OQPSK and DSB, the mean-amplitude rule below for the other linear classes,
-U(2, 3) for SSB) and rml2016 frames to unit L1 norm (sum |x| = 1, like the real 2016 generator). `snr_db=math.inf` gives noise-free
-frames; the noise comes from its own stream, so the same RNG state gives the same signal with
-and without noise. (The real 2016 file's labels are off by a factor 2 in dB, see the notes; here
+U(2, 3) for SSB) and rml2016 frames to unit L1 norm (sum |x| = 1, like the real 2016
+generator). `snr_db=math.inf` gives noise-free frames; the noise comes from its own stream, so
+the same RNG state gives the same signal with and without noise. (The real 2016 file's labels are off by a factor 2 in dB, see the notes; here
 the label is the SNR defined above in both layouts.)
 
 Physical choices (fields of `Physics` and `Modulation`)
