@@ -26,6 +26,13 @@ from models.layers import RML2016_INPUT_RANGE, input_quantizer, quant_linear, qu
 from models.registry import register_model
 
 FRAME_LEN = 128
+# RadioML 2016.10a frames are L1-normalised (mean |x| = 1/128, RMS about 0.006). Through 8-bit
+# activation quantizers that start at Brevitas' default range ([0, 6] for QuantReLU), such
+# small values all round to zero and neither net learns (loss stays at ln 11). A constant gain
+# at the input brings the frames to unit mean magnitude; in FINN it folds into the input
+# thresholds, so it costs nothing in hardware.
+INPUT_GAIN = float(FRAME_LEN)
+GAINED_INPUT_RANGE = (RML2016_INPUT_RANGE[0] * INPUT_GAIN, RML2016_INPUT_RANGE[1] * INPUT_GAIN)
 
 
 class OSheaCNN(nn.Module):
@@ -34,7 +41,7 @@ class OSheaCNN(nn.Module):
     def __init__(self, weight_bits: int = 8, act_bits: int = 8, *, n_classes: int = 11,
                  dropout: float = 0.5, input_bits: int = 8):
         super().__init__()
-        self.input_quant = input_quantizer(input_bits, *RML2016_INPUT_RANGE, learned_scale=True)
+        self.input_quant = input_quantizer(input_bits, *GAINED_INPUT_RANGE, learned_scale=True)
         self.conv1 = qnn.QuantConv2d(1, 256, (1, 3), padding=(0, 2), bias=True,
                                      weight_bit_width=weight_bits)
         self.relu1 = quant_relu(act_bits)
@@ -51,7 +58,7 @@ class OSheaCNN(nn.Module):
         self.dense2 = quant_linear(256, n_classes, weight_bits=weight_bits, bias=True)
 
     def forward(self, x):
-        x = self.drop1(self.relu1(self.conv1(self.input_quant(x))))
+        x = self.drop1(self.relu1(self.conv1(self.input_quant(x * INPUT_GAIN))))
         x = self.drop2(self.relu2(self.conv2(x)))
         x = self.drop3(self.relu3(self.dense1(self.flatten(x))))
         return self.dense2(x)
@@ -70,7 +77,7 @@ class Hakimi7(nn.Module):
     def __init__(self, weight_bits: int = 8, act_bits: int = 8, *, n_classes: int = 11,
                  input_bits: int = 8):
         super().__init__()
-        self.input_quant = input_quantizer(input_bits, *RML2016_INPUT_RANGE, learned_scale=True,
+        self.input_quant = input_quantizer(input_bits, *GAINED_INPUT_RANGE, learned_scale=True,
                                            return_quant_tensor=True)
         layers: list[nn.Module] = []
         in_channels = 1
@@ -92,7 +99,7 @@ class Hakimi7(nn.Module):
                                   input_bit_width=act_bits)
 
     def forward(self, x):
-        x = self.features(self.input_quant(x))
+        x = self.features(self.input_quant(x * INPUT_GAIN))
         return self.fc(self.flatten(self.pool(x)))
 
 
