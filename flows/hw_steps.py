@@ -41,6 +41,24 @@ def _finn(cfg: BuildConfig):
     return finn_flow
 
 
+def _finn_stage(stage: str, cfg: BuildConfig, model, *args, **kwargs):
+    """Run the `hw.finn_flow` stage `stage`. FINN and qonnx fail on graphs they cannot map with
+    assorted exceptions (an IndexError deep in a transformation): that becomes one error naming
+    the stage and the model, with the traceback kept in `report/<stage>_error.log`."""
+    import traceback
+
+    try:
+        return getattr(_finn(cfg), stage)(model, *args, **kwargs)
+    except ToolchainError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (see the docstring)
+        log = cfg.report_dir / f"{stage}_error.log"
+        atomic_write_text(log, traceback.format_exc())
+        raise ToolchainError(
+            f"FINN's {stage} failed on {cfg.model}'s graph: {type(exc).__name__}: {exc} "
+            f"(traceback in {log}). {cfg.model}: {cfg.model_spec.description}") from None
+
+
 def _parent(cfg: BuildConfig):
     from qonnx.core.modelwrapper import ModelWrapper
 
@@ -163,7 +181,7 @@ def step_cost(model, cfg: BuildConfig):
 @build_step("to_finn", ONNX_CHECKPOINT)
 def step_to_finn(model, cfg: BuildConfig):
     """Convert QONNX to FINN-ONNX: weight quantizers folded, activations to MultiThreshold."""
-    out = _finn(cfg).to_finn(model)
+    out = _finn_stage("to_finn", cfg, model)
     _verify("to_finn", out, None, cfg)
     return out
 
@@ -176,7 +194,7 @@ def step_streamline(model, cfg: BuildConfig):
     `hw.transforms`). Tensor names are reused across this step for other values, so a
     mismatch here is reported against the golden logits, not node by node.
     """
-    out = _finn(cfg).streamline(model)
+    out = _finn_stage("streamline", cfg, model)
     _verify("streamline", out, None, cfg)
     return out
 
@@ -185,7 +203,7 @@ def step_streamline(model, cfg: BuildConfig):
 def step_label_select(model, cfg: BuildConfig):
     """Append a top-1 selection so the accelerator returns the class; the output scale it
     absorbs is kept as metadata, so logits stay checkable."""
-    out = _finn(cfg).insert_topk(model, k=1)
+    out = _finn_stage("insert_topk", cfg, model, k=1)
     _verify("label_select", out, model, cfg)
     return out
 
@@ -194,7 +212,7 @@ def step_label_select(model, cfg: BuildConfig):
 def step_convert_to_hw(model, cfg: BuildConfig):
     """Map every layer onto FINN HW layers (MVAU, VVAU, SWG, Thresholding, Pool, ...), then
     minimize weight and accumulator widths."""
-    out = _finn(cfg).convert_to_hw(model)
+    out = _finn_stage("convert_to_hw", cfg, model)
     _verify("convert_to_hw", out, model, cfg)
     return out
 
@@ -227,8 +245,7 @@ def step_partition(model, cfg: BuildConfig):
 @build_step("specialize", ONNX_CHECKPOINT)
 def step_specialize(model, cfg: BuildConfig):
     """Choose the HLS or RTL implementation of every HW layer for the board's FPGA part."""
-    ff = _finn(cfg)
-    out = ff.specialize(model, cfg.fpga_part)
+    out = _finn_stage("specialize", cfg, model, cfg.fpga_part)
     _verify("specialize", out, _whole(model, cfg, True), cfg, dataflow=True)
     return out
 

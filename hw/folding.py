@@ -72,11 +72,23 @@ def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
         if target < MIN_TARGET_FPS:
             break
     worst = search[-1]
+    smallest = min(search, key=lambda r: max(r["utilisation"].values()))
+    holding = _boards_holding({k: smallest[k] for k in ("lut", "bram18", "uram", "dsp")}, cfg)
     raise ToolchainError(
         f"{cfg.model} does not fit {cfg.board} ({cfg.max_utilisation:.0%} of its resources) "
         f"even at {worst['target_fps']:g} frames/s: the last estimate uses "
         + ", ".join(f"{k} {v:.0%}" for k, v in worst["utilisation"].items())
+        + ". Its smallest design estimated (" + f"{smallest['estimated_fps']:,.0f} frames/s) fits "
+        + (", ".join(holding) + " (smallest first)" if holding else "no board listed here")
         + ". Try a larger board (--board), fewer bits (--bits) or a folding file (--folding).")
+
+
+def _boards_holding(total: dict, cfg) -> list[str]:
+    """Boards whose resources hold `total` within cfg.max_utilisation, smallest first."""
+    from hw.boards import BOARDS
+
+    return [b.name for b in sorted(BOARDS.values(), key=lambda b: b.resources.lut)
+            if utilisation(total, b, cfg.max_utilisation)[1]]
 
 
 def _lowered(target: float, record: dict, cfg) -> float:
@@ -162,8 +174,6 @@ def shortfall(search: list[dict], cfg) -> dict | None:
     """When the chosen design misses the first target: the target, what was reached, and the
     boards whose resources would hold the fastest design estimated at the target (at this
     build's clock), smallest first. None when the target was met."""
-    from hw.boards import BOARDS
-
     chosen = next(r for r in search if r.get("chosen"))
     target = search[0]["target_fps"]
     if chosen["estimated_fps"] >= 0.95 * target:
@@ -171,13 +181,10 @@ def shortfall(search: list[dict], cfg) -> dict | None:
     at_target = max((r for r in search if r["target_fps"] == target),
                     key=lambda r: r["estimated_fps"])
     total = {k: at_target[k] for k in ("lut", "bram18", "uram", "dsp")}
-    holding = sorted((b for b in BOARDS.values()
-                      if utilisation(total, b, cfg.max_utilisation)[1]),
-                     key=lambda b: b.resources.lut)
     return {"target_fps": target, "reached_fps": chosen["estimated_fps"],
             "design_at_target_fps": at_target["estimated_fps"],
             "design_at_target_resources": total,
-            "boards_that_hold_it": [b.name for b in holding]}
+            "boards_that_hold_it": _boards_holding(total, cfg)}
 
 
 def shortfall_message(note: dict, cfg) -> str:

@@ -124,6 +124,7 @@ class ULCNN(nn.Module):
 @register_model("ulcnn", dataset="rml2016", input_shape=(2, 1, 128), n_classes=11,
                 default_bits=8,
                 description="ULCNN: complex conv + 6 mobile units with channel attention, "
-                            "~9.7 k parameters (62.47 % float on RML2016.10a)")
+                            "~9.7 k parameters (62.47 % float on RML2016.10a); not "
+                            "FINN-mappable: its channel shuffle is a 5-D reshape/transpose")
 def build_ulcnn(weight_bits: int = 8, act_bits: int = 8) -> ULCNN:
     return ULCNN(weight_bits, act_bits)
