@@ -14,7 +14,7 @@ from flows.config import BuildConfig
 from flows.errors import ToolchainError
 from flows.fileio import atomic_write_text
 from flows.presets import flow_for
-from flows.steps import get_step
+from flows.steps import get_step, step_range
 
 console = Console(stderr=True, soft_wrap=True)  # messages stay on one line: greppable
 
@@ -58,12 +58,7 @@ def run_flow(cfg: BuildConfig, flow: tuple[str, ...] | None = None) -> Any:
     """Run `flow` (default: `flow_for(cfg)`) from cfg.from_step to cfg.until_step; return the
     last step's output."""
     names = list(flow if flow is not None else flow_for(cfg))
-    for option, step in (("--from", cfg.from_step), ("--until", cfg.until_step)):
-        if step is not None and step not in names:
-            raise ToolchainError(f"{option} {step}: this build has no such step; its steps are: "
-                                 f"{' -> '.join(names)}.")
-    start = names.index(cfg.from_step) if cfg.from_step else 0
-    stop = names.index(cfg.until_step) if cfg.until_step else len(names) - 1
+    start, stop = step_range(names, cfg)
     if start > stop:
         raise ToolchainError(f"--from {cfg.from_step} comes after --until {cfg.until_step}; "
                              f"the step order is: {' -> '.join(names)}.")

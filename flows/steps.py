@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from flows.config import BuildConfig
+from flows.errors import ToolchainError
 from flows.fileio import atomic_path, atomic_write_text
 
 
@@ -53,6 +54,18 @@ def build_step(name: str, checkpoint: Checkpoint | None) -> Callable:
         return func
 
     return wrap
+
+
+def step_range(names: list[str], cfg: BuildConfig) -> tuple[int, int]:
+    """Indices of cfg.from_step and cfg.until_step in the flow `names` (default: its first and
+    last step); a step the flow does not have is an error listing the flow's steps."""
+    for option, step in (("--from", cfg.from_step), ("--until", cfg.until_step)):
+        if step is not None and step not in names:
+            raise ToolchainError(f"{option} {step}: not a step of this flow; the steps are: "
+                                 f"{' -> '.join(names)}.")
+    start = names.index(cfg.from_step) if cfg.from_step else 0
+    stop = names.index(cfg.until_step) if cfg.until_step else len(names) - 1
+    return start, stop
 
 
 def get_step(name: str) -> Step:

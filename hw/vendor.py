@@ -388,13 +388,10 @@ def plan_vendor_steps(flow: Iterable[str], cfg: BuildConfig) -> VendorPlan:
     step builds on the one before). A build that asked for a skipped step explicitly
     (`--from` or `--until` naming it) gets `error` instead, and runs nothing.
     """
+    from flows.steps import step_range
+
     names = list(flow)
-    for option, step in (("--from", cfg.from_step), ("--until", cfg.until_step)):
-        if step is not None and step not in names:
-            raise ToolchainError(f"{option} {step}: not a step of this flow; the steps are: "
-                                 f"{', '.join(names)}")
-    start = names.index(cfg.from_step) if cfg.from_step else 0
-    stop = names.index(cfg.until_step) if cfg.until_step else len(names) - 1
+    start, stop = step_range(names, cfg)
     in_range = names[start:stop + 1]
     blocked = next((s for s in in_range if s in VENDOR_STEPS and missing_tools([s], cfg.board)),
                    None)
