@@ -1,4 +1,5 @@
-"""Shared fixtures: small files in the exact RadioML layouts, written directly (h5py, pickle).
+"""Shared fixtures: small files in the exact RadioML layouts, written directly (h5py, pickle),
+and one BacalhauNet build that the FINN, deploy, driver and emulator tests read.
 
 Frames carry their row number so tests can check order and orientation: in the stored I/Q-last
 layout, I[t] = row and Q[t] = t (t = 0..L-1), so a channels-first read gives x[0] == row and
@@ -84,3 +85,16 @@ def rml2016_pkl(tmp_path) -> Callable[..., Path]:
     def make(name: str = "rml2016.pkl", **kw) -> Path:
         return write_rml2016(tmp_path / name, **kw)
     return make
+
+
+@pytest.fixture(scope="session")
+def bacalhaunet_build(tmp_path_factory) -> Path:
+    """`build.py --model bacalhaunet --board pynq-z2 --verify-frames 12`, through the deploy
+    package (what the default build runs without Vivado). Read-only: a test that resumes or
+    edits a build copies it first."""
+    import build
+
+    out = tmp_path_factory.mktemp("bacalhaunet_build") / "out"
+    assert build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out", str(out),
+                       "--verify-frames", "12", "--until", "deploy"]) == 0
+    return out

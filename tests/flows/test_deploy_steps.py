@@ -7,17 +7,13 @@ import sys
 import numpy as np
 import pytest
 
-import build
 from flows.presets import CODEGEN, DEPLOY, FULL
 from flows.vendor_steps import VENDOR_STEPS
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("deploy") / "out"
-    assert build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out", str(out),
-                       "--verify-frames", "12", "--until", "deploy"]) == 0
-    return out
+def built(bacalhaunet_build):
+    return bacalhaunet_build
 
 
 def test_deploy_follows_codegen_and_precedes_the_vendor_steps():

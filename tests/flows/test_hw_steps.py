@@ -24,10 +24,8 @@ def _build(out, *extra):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hw") / "out"
-    assert _build(out) == 0
-    return out
+def built(bacalhaunet_build):
+    return bacalhaunet_build
 
 
 def _json(path):

@@ -11,7 +11,6 @@ import shutil
 import numpy as np
 import pytest
 
-import build
 from flows.errors import ToolchainError
 from hw.driver import Accelerator, DeployPackage, pack, unpack
 from hw.driver.__main__ import main as driver_main
@@ -63,11 +62,8 @@ def test_packing_refuses_values_outside_the_datatype():
 # --- the deploy package ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("driver") / "out"
-    assert build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out", str(out),
-                       "--verify-frames", "12", "--until", "deploy"]) == 0
-    return out
+def built(bacalhaunet_build):
+    return bacalhaunet_build
 
 
 @pytest.fixture

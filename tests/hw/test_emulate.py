@@ -5,17 +5,13 @@ import os
 import numpy as np
 import pytest
 
-import build
 from flows.errors import ToolchainError
 from hw.emulate import DataflowEmulator
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("emulate") / "out"
-    assert build.main(["--model", "bacalhaunet", "--board", "pynq-z2", "--out", str(out),
-                       "--verify-frames", "12", "--until", "codegen"]) == 0
-    return out
+def built(bacalhaunet_build):
+    return bacalhaunet_build
 
 
 def _frames(built, n):
