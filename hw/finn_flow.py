@@ -254,28 +254,30 @@ def dataflow_model(parent: ModelWrapper) -> ModelWrapper:
 
 
 def specialize(model: ModelWrapper, fpga_part: str) -> ModelWrapper:
-    """Choose the HLS or RTL implementation of every HW layer for `fpga_part`."""
+    """Choose the HLS or RTL implementation of every HW layer for `fpga_part`, then minimize
+    bit widths for those implementations (RTL thresholds need one value of headroom). Folding
+    does not change the minimal widths, so this is done once here, not per folding attempt."""
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 
     model = model.transform(SpecializeLayers(fpga_part))
     model = model.transform(GiveUniqueNodeNames())
     model = model.transform(InferShapes())
-    return model.transform(InferDataTypes())
+    return minimize_bit_widths(model.transform(InferDataTypes()))
 
 
 def set_folding(model: ModelWrapper, target_fps: float, clock_mhz: float,
                 mvau_wwidth_max: int = 36) -> ModelWrapper:
     """Set PE/SIMD of every layer for `target_fps` at `clock_mhz` (finn's SetFolding with its
-    two-pass relaxation), then minimize bit widths again for the chosen implementations.
+    two-pass relaxation). Bit widths were minimized at specialization (they do not depend on
+    the folding).
 
     `mvau_wwidth_max` caps SIMD x weight bits per PE of the MVAUs (finn's default 36).
     """
     from finn.transformation.fpgadataflow.set_folding import SetFolding
 
     target_cycles = int(clock_mhz * 1e6 / target_fps)
-    model = model.transform(SetFolding(target_cycles, mvau_wwidth_max=mvau_wwidth_max,
-                                       two_pass_relaxation=True))
-    return minimize_bit_widths(model)
+    return model.transform(SetFolding(target_cycles, mvau_wwidth_max=mvau_wwidth_max,
+                                      two_pass_relaxation=True))
 
 
 def estimates(model: ModelWrapper, fpga_part: str, clock_mhz: float) -> dict:
