@@ -56,7 +56,10 @@ choices made for the physical reasons given, it never picks values by search (ta
   [PAM4 bipolar]; square 16/64/256QAM, cross 32QAM (6x6 minus corners) and 128QAM
   (12x12 minus 2x2 corners); APSK on DVB-S2/S2X rings: 16 = 4+12 (radius ratio 2.75),
   32 = 4+12+16 (2.84, 5.27), 64 = 4+12+20+28 (2.4, 4.3, 7.0), 128 = 16+16+16+16+16+48 (1.715,
-  2.118, 2.681, 2.75, 3.6; approximate); OOK, ASK and BPSK are real before the channel.
+  2.118, 2.681, 2.75, 3.6; approximate); ring phases as in DVB-S2: the first point of an n-ring
+  at pi/n (4-ring pi/4, 12-ring pi/12), except 32APSK's outer 16-ring, which starts on the I axis
+  (EN 302 307-1; measured: 32APSK 0.920 -> 0.918, no change); OOK, ASK and BPSK are real before
+  the channel.
 - OQPSK: the 4-PSK points on the axes {1, j, -1, -j} (GNU Radio's generic PSK constellation,
   `digital.psk_constellation(4)`: exp(j 2 pi k / M), not the pi/4-rotated `constellation_qpsk`)
   with the quadrature rail delayed by half a symbol, so in each symbol only one rail is non-zero
@@ -329,9 +332,17 @@ def qam_points(m: int) -> np.ndarray:
     return _unit_power(points)
 
 
-def apsk_points(ring_sizes: Sequence[int], radii: Sequence[float]) -> np.ndarray:
-    """Concentric PSK rings, ring i has ring_sizes[i] points at angles 2 pi (k + 1/2) / n_i."""
-    rings = [r * np.exp(2j * np.pi * (np.arange(n) + 0.5) / n) for n, r in zip(ring_sizes, radii)]
+def apsk_points(ring_sizes: Sequence[int], radii: Sequence[float],
+                offsets: Sequence[float] | None = None) -> np.ndarray:
+    """Concentric PSK rings: ring i has ring_sizes[i] points at angles 2 pi (k + o_i) / n_i.
+
+    `offsets` o_i are in units of the ring's point spacing; the default 1/2 for every ring puts
+    the first point half a spacing off the I axis (DVB-S2: pi/4 on the 4-ring, pi/12 on the
+    12-ring). DVB-S2's 32APSK outer 16-ring starts on the axis (o = 0).
+    """
+    offsets = [0.5] * len(ring_sizes) if offsets is None else offsets
+    rings = [r * np.exp(2j * np.pi * (np.arange(n) + o) / n)
+             for n, r, o in zip(ring_sizes, radii, offsets)]
     return _unit_power(np.concatenate(rings))
 
 
@@ -396,7 +407,7 @@ RML2018_MODULATIONS: dict[str, Modulation] = {
     "16PSK": _linear(psk_points(16)),
     "32PSK": _linear(psk_points(32)),
     "16APSK": _linear(apsk_points((4, 12), (1.0, 2.75))),
-    "32APSK": _linear(apsk_points((4, 12, 16), (1.0, 2.84, 5.27))),
+    "32APSK": _linear(apsk_points((4, 12, 16), (1.0, 2.84, 5.27), (0.5, 0.5, 0.0))),
     "64APSK": _linear(apsk_points((4, 12, 20, 28), (1.0, 2.4, 4.3, 7.0))),
     "128APSK": _linear(apsk_points((16, 16, 16, 16, 16, 48),
                                    (1.0, 1.715, 2.118, 2.681, 2.75, 3.6))),

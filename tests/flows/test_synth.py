@@ -417,3 +417,35 @@ def test_am_dsb_sits_on_a_real_if_carrier():
     spectrum = np.abs(np.fft.fft(x, axis=1)).mean(axis=0)
     peak = np.abs(np.fft.fftfreq(4096)[np.argmax(spectrum)])
     assert peak == pytest.approx(f_if, abs=1.5 / 4096)
+
+
+def _rings(points):
+    """{radius relative to the inner ring: sorted angles in [0, 2 pi)} of an APSK constellation."""
+    radius = np.round(np.abs(points) / np.abs(points).min(), 6)
+    return {r: np.sort(np.mod(np.angle(points[radius == r]), 2 * np.pi)) for r in np.unique(radius)}
+
+
+@pytest.mark.parametrize("name, sizes, ratios, first_angles", [
+    # DVB-S2 (EN 302 307-1, 16APSK 3/4 and 32APSK 3/4): rings 4+12 at pi/4 and pi/12,
+    # 32APSK's outer 16-ring on the I axis
+    ("16APSK", (4, 12), (1.0, 2.75), (np.pi / 4, np.pi / 12)),
+    ("32APSK", (4, 12, 16), (1.0, 2.84, 5.27), (np.pi / 4, np.pi / 12, 0.0)),
+    # DVB-S2X 64APSK 4+12+20+28 (code rate 132/180)
+    ("64APSK", (4, 12, 20, 28), (1.0, 2.4, 4.3, 7.0),
+     (np.pi / 4, np.pi / 12, np.pi / 20, np.pi / 28)),
+])
+def test_apsk_rings_follow_the_dvb_standards(name, sizes, ratios, first_angles):
+    rings = _rings(synth.RML2018_MODULATIONS[name].points)
+    assert tuple(rings) == pytest.approx(ratios, rel=1e-4)
+    for (radius, angles), n, first in zip(rings.items(), sizes, first_angles):
+        assert len(angles) == n, (name, radius)
+        np.testing.assert_allclose(angles, first + 2 * np.pi * np.arange(n) / n, atol=1e-9)
+
+
+def test_ssb_sideband_is_one_sided():
+    """Upper sideband: apart from the carrier at DC, no power at negative frequencies."""
+    for name in ("AM-SSB-WC", "AM-SSB-SC"):
+        x = synth.baseband(name, 16, np.random.default_rng(8), length=4096)
+        psd = np.mean(np.abs(np.fft.fft(x - x.mean(axis=1, keepdims=True), axis=1)) ** 2, axis=0)
+        freq = np.fft.fftfreq(4096)
+        assert psd[freq < 0].sum() < 1e-4 * psd[freq > 0].sum(), name
