@@ -46,3 +46,68 @@ def test_without_the_fix_qonnx_leaves_the_second_input_unrenamed():
         ModelWrapper.rename_tensor = rename_tensor_everywhere
     mul = model.get_nodes_by_op_type("Mul")[0]
     assert mul.input[0] != mul.input[1]
+
+
+def _thresholding(thresholds: np.ndarray, idt: str, pe: int = 2, rtl: bool = False):
+    """One (specialized, when `rtl`) FINN Thresholding node on 4 channels of `idt`."""
+    from onnx import TensorProto, helper
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.util.basic import qonnx_make_model
+
+    channels, steps = thresholds.shape
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels])
+    node = helper.make_node(
+        "Thresholding_rtl" if rtl else "Thresholding", ["x", "t"], ["y"], name="th",
+        domain="finn.custom_op.fpgadataflow" + (".rtl" if rtl else ""), backend="fpgadataflow",
+        NumChannels=channels, PE=pe, numSteps=steps, inputDataType=idt,
+        weightDataType="INT32", outputDataType=f"UINT{max(1, int(np.log2(steps + 1)))}",
+        numInputVectors=[1], ActVal=0)
+    model = ModelWrapper(qonnx_make_model(helper.make_graph([node], "g", [x], [y])))
+    model.set_initializer("t", thresholds.astype(np.float32))
+    model.set_tensor_datatype("x", DataType[idt])
+    model.set_tensor_datatype("t", DataType["INT32"])
+    return model
+
+
+def test_threshold_width_fix_chooses_what_finn_chooses():
+    """The vectorized check picks the same datatype as finn's own method on signed, unsigned,
+    all-zero and negative thresholds, for the HLS and the RTL node (the RTL one adds one value
+    of headroom on top)."""
+    import copy
+
+    import hw.finn_flow  # noqa: F401  (installs the fixes)
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hw import qonnx_fixes
+
+    assert qonnx_fixes._ORIGINAL_MINIMIZE_THRESHOLDS is not None
+    rng = np.random.default_rng(0)
+    cases = [(np.sort(rng.integers(0, 60, (4, 3)), axis=1), "UINT6"),
+             (np.sort(rng.integers(-200, 300, (4, 7)), axis=1), "INT12"),
+             (np.zeros((4, 3)), "INT4"), (np.zeros((4, 3)), "UINT4"),
+             (np.sort(rng.integers(-9, -1, (4, 3)), axis=1), "INT8"),
+             (np.sort(rng.integers(0, 100, (4, 3)), axis=1), "INT8")]
+    chosen = []
+    for thresholds, idt in cases:
+        for rtl in (False, True):
+            model = _thresholding(thresholds, idt, rtl=rtl)
+            stock = copy.deepcopy(model)
+            node, stock_node = model.graph.node[0], stock.graph.node[0]
+            fixed_type = getCustomOp(node).minimize_weight_bit_width(model)
+            inst = getCustomOp(stock_node)
+            original = qonnx_fixes._ORIGINAL_MINIMIZE_THRESHOLDS
+            if rtl:  # the RTL method calls the base class's: swap it in for the stock run
+                from finn.custom_op.fpgadataflow.thresholding import Thresholding
+                Thresholding.minimize_weight_bit_width = original
+                try:
+                    stock_type = inst.minimize_weight_bit_width(stock)
+                finally:
+                    Thresholding.minimize_weight_bit_width = qonnx_fixes.minimize_threshold_width
+            else:
+                stock_type = original(inst, stock)
+            assert fixed_type == stock_type, (thresholds, idt, rtl)
+            assert model.get_tensor_datatype("t") == stock.get_tensor_datatype("t")
+            chosen.append(fixed_type.name)
+    assert len(set(chosen)) >= 4  # the cases exercise several widths, not one
