@@ -440,14 +440,15 @@ def _as_input(exe: ModelWrapper, frame: np.ndarray) -> np.ndarray:
 
 def _run(exe: ModelWrapper, frames: np.ndarray, tensors: Sequence[str] = ()) -> \
         dict[str, np.ndarray]:
-    """Execute an executable copy frame by frame; "output" and each of `tensors`, stacked."""
-    from finn.core.onnx_exec import execute_onnx
+    """Execute an executable copy frame by frame (qonnx/FINN's node execution, prepared once:
+    `hw.frame_exec`); "output" and each of `tensors`, stacked."""
+    from hw.frame_exec import FrameExecutor
 
+    executor = FrameExecutor(exe)
     in_name, out_name = exe.graph.input[0].name, exe.graph.output[0].name
     results: dict[str, list[np.ndarray]] = {"output": [], **{t: [] for t in tensors}}
     for frame in frames:
-        context = execute_onnx(exe, {in_name: _as_input(exe, frame)},
-                               return_full_exec_context=bool(tensors))
+        context = executor.run({in_name: _as_input(exe, frame)}, keep_all=bool(tensors))
         results["output"].append(context[out_name])
         for name in tensors:
             results[name].append(context[name])
@@ -596,13 +597,13 @@ def first_divergence(model_a: ModelWrapper, model_b: ModelWrapper, frame: np.nda
     on, each stage keeps the names of the tensors it does not replace. Across `to_finn` ->
     `streamline` names are reused for other values (a MultiThreshold output before and after
     its bias is absorbed): compare each of those stages with the reference instead."""
-    from finn.core.onnx_exec import execute_onnx
+    from hw.frame_exec import FrameExecutor
 
     exe_a, exe_b = executable_copy(model_a), executable_copy(model_b)
-    ctx_a = execute_onnx(exe_a, {exe_a.graph.input[0].name: _as_input(exe_a, frame)},
-                         return_full_exec_context=True)
-    ctx_b = execute_onnx(exe_b, {exe_b.graph.input[0].name: _as_input(exe_b, frame)},
-                         return_full_exec_context=True)
+    ctx_a = FrameExecutor(exe_a).run({exe_a.graph.input[0].name: _as_input(exe_a, frame)},
+                                     keep_all=True)
+    ctx_b = FrameExecutor(exe_b).run({exe_b.graph.input[0].name: _as_input(exe_b, frame)},
+                                     keep_all=True)
     compared = 0
     for node in exe_b.graph.node:
         for name in node.output:
