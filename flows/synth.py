@@ -90,6 +90,15 @@ choices made for the physical reasons given, it never picks values by search (ta
   256QAM); f_IF 0.026: DSB-SC 0.30 and DSB-WC read as DSB-SC 75 % (the two are confused on
   real data too); realism 0.684 -> 0.696. Probed before choosing the rule: f_IF 0.25 (the
   commented-out 50 kHz at 200 kS/s) read as SSB/8ASK, 0.03 like 0.026.
+- AM-DSB-SC carrier: a leaked carrier of U(1.1, 3.3) x the message peak
+  (`dsb_residual_carrier_range`) [none: 2016 has no DSB-SC] -- the same model as SSB-SC below
+  (an imperfect carrier null or a DC offset in the message), for the same reason: the real file
+  describes both DSB classes by one spectrum, symmetric twin peaks, which on a real IF carrier
+  are the carrier lines at +-f_IF; a true SC has no line there, only sideband lobes either side
+  of it. Measured: DSB-SC 0.30 -> 0.84 at SNR >= 10 dB (a true SC was read as OOK 53 %); a
+  DSB-WC index from the 2016 generator, U(0.2, 0.5), was read as DSB-SC 99 %, so the real
+  DSB-SC is carrier-dominated; DSB-WC stays at 0 (read as DSB-SC; the two are confused on real
+  data too).
 - AM-SSB, upper sideband: WC carrier 1 + sideband of envelope peak U(0.3, 0.9); SC a leaked
   carrier of U(1.1, 3.3) x the sideband peak (the inverse of WC's ratio range) -- the real 2018
   SSB classes both look carrier-dominated (narrowband, near-constant envelope) and are confused
@@ -151,6 +160,8 @@ quick: 48 frames per cell at 10, 16, 22 and 30 dB):
 | + linear-class frame level from unit mean amplitude (mean abs(s) = 1) | 0.685 full | 18 |
 | + clock offset U(+-0.025 %) (the real frame's clock is within ~0.05 %) | 0.684 full | 18 |
 | + AM-DSB on a real IF carrier (twin-peak spectrum), f_IF 0.026 | 0.696 full | 18 |
+| + DVB-S2 ring phases for 32APSK | 0.696 full | 18 |
+| + AM-DSB-SC with a leaked carrier (carrier lines like the real DSB spectra) | 0.719 full | 19 |
 
 Tried and dropped (measured worse, no other evidence for them): the link pulse also filtering the
 CPM and analog classes as a receiver filter (GMSK 0.73 -> 0.31); ASK/BPSK without carrier
@@ -253,6 +264,8 @@ class Physics:
     # AM-DSB on a real intermediate-frequency carrier cos(2 pi f n + phase), cycles/sample; 0
     # keeps the AM signal at baseband (complex envelope 1 + mu m, no IF)
     am_if_cycles_per_sample: float = 0.0
+    # AM-DSB-SC leaked carrier / message peak, uniform per frame; (0, 0) is a true SC
+    dsb_residual_carrier_range: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -373,7 +386,8 @@ RML2018_PHYSICS = Physics(
     echo_delays_samples=(), echo_power_db=(), audio_band_hz=(100.0, 3400.0),
     am_index_range=(0.3, 0.8), ssb_sideband_range=(0.3, 0.9),
     ssb_residual_carrier_range=(1.1, 3.3), fm_deviation_hz_range=(2.5e3, 5e3),
-    am_if_cycles_per_sample=0.026, normalisation="power", **_AM_2018,
+    am_if_cycles_per_sample=0.026, dsb_residual_carrier_range=(1.1, 3.3),
+    normalisation="power", **_AM_2018,
 )
 
 RML2016_PHYSICS = Physics(
@@ -673,11 +687,15 @@ def _peak_normalised(x: np.ndarray) -> np.ndarray:
 
 @_modulator("dsb")
 def _mod_dsb(mod, n, lg, rng, phys, echoes):
-    """AM-DSB: 1 + mu m (with carrier) or m (suppressed carrier); m real, peak 1; optionally
-    on a real IF carrier cos(2 pi f_IF n + phase), still a real signal (twin spectra at +-f_IF)."""
+    """AM-DSB: 1 + mu m (with carrier) or c + m (suppressed carrier, leaked carrier c, 0 for a
+    true SC); m real, peak 1; optionally on a real IF carrier cos(2 pi f_IF n + phase), still a
+    real signal (twin spectra at +-f_IF)."""
     index = rng.uniform(*phys.am_index_range, (n, 1)).astype(np.float32)
     message = _peak_normalised(speech_message(n, lg, rng, phys).real)
-    am = 1 + index * message if mod.carrier else message
+    if mod.carrier:
+        am = 1 + index * message
+    else:
+        am = rng.uniform(*phys.dsb_residual_carrier_range, (n, 1)).astype(np.float32) + message
     if phys.am_if_cycles_per_sample:
         phase = rng.uniform(0, 2 * np.pi, (n, 1))
         carrier = np.cos(np.mod(2 * np.pi * phys.am_if_cycles_per_sample * np.arange(lg) + phase,

@@ -449,3 +449,19 @@ def test_ssb_sideband_is_one_sided():
         psd = np.mean(np.abs(np.fft.fft(x - x.mean(axis=1, keepdims=True), axis=1)) ** 2, axis=0)
         freq = np.fft.fftfreq(4096)
         assert psd[freq < 0].sum() < 1e-4 * psd[freq > 0].sum(), name
+
+
+def test_dsb_sc_has_a_leaked_carrier_line():
+    """rml2018 DSB-SC: the leaked carrier (above the message peak) is a line at +-f_IF, like
+    the real DSB spectra; the envelope c + m never reaches zero."""
+    lo, hi = synth.RML2018_PHYSICS.dsb_residual_carrier_range
+    assert 1 < lo < hi
+    f_if = synth.RML2018_PHYSICS.am_if_cycles_per_sample
+    x = synth.baseband("AM-DSB-SC", 8, np.random.default_rng(7), length=4096)
+    spectrum = np.abs(np.fft.fft(x, axis=1))
+    freq = np.abs(np.fft.fftfreq(4096))
+    peaks = freq[np.argmax(spectrum, axis=1)]
+    np.testing.assert_allclose(peaks, f_if, atol=1.5 / 4096)
+    line = spectrum[:, np.abs(freq - f_if) < 1.5 / 4096].max(axis=1)
+    assert np.all(line > 10 * np.median(spectrum, axis=1))
+    assert synth.RML2016_PHYSICS.dsb_residual_carrier_range == (0.0, 0.0)
