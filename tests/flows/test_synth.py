@@ -348,15 +348,20 @@ def test_amplitude_keyed_classes_use_a_transmit_rrc():
     assert synth.RML2018_MODULATIONS["16QAM"].pulse is None
 
 
-def test_both_ssb_classes_are_carrier_dominated():
-    """Real 2018 SSB-SC frames look carrier-dominated like SSB-WC: the leaked SC carrier exceeds
-    the sideband's envelope peak, so the envelope never reaches zero (noise-free baseband)."""
+def test_ssb_carrier_levels():
+    """Real 2018 SSB-SC frames look carrier-dominated: the leaked SC carrier exceeds the
+    sideband's envelope peak, so the envelope never reaches zero (noise-free baseband). SSB-WC is
+    full-carrier SSB (ITU-R H3E): carrier amplitude = sideband peak, peak envelope = 2 carrier."""
     lo, hi = synth.RML2018_PHYSICS.ssb_residual_carrier_range
-    assert lo > 1 and hi == pytest.approx(1 / synth.RML2018_PHYSICS.ssb_sideband_range[0], rel=0.02)
-    for name in ("AM-SSB-WC", "AM-SSB-SC"):
-        x = synth.baseband(name, 16, np.random.default_rng(4))
-        env = np.abs(x)
-        assert np.all(env.min(axis=1) > 0.05 * env.max(axis=1)), name
+    assert 1 < lo < hi
+    x = synth.baseband("AM-SSB-SC", 16, np.random.default_rng(4))
+    env = np.abs(x)
+    assert np.all(env.min(axis=1) > 0.05 * env.max(axis=1))
+    assert synth.RML2018_PHYSICS.ssb_sideband_range == (1.0, 1.0)
+    x = synth.baseband("AM-SSB-WC", 16, np.random.default_rng(4), length=4096)
+    carrier = np.abs(x.mean(axis=1))  # the message has no DC
+    np.testing.assert_allclose(np.abs(x - x.mean(axis=1, keepdims=True)).max(axis=1), carrier,
+                               rtol=0.02)
     assert synth.RML2016_PHYSICS.ssb_residual_carrier_range == (0.0, 0.0)  # 2016: a true SC
 
 
