@@ -63,10 +63,82 @@ def read_checkpoint_file(path: Path):
                              else "is not a file", expected="a .pt/.pth file saved with torch.save",
                              fix="Pass an existing checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
         raise InputFileError(path, f"not a readable PyTorch checkpoint ({type(exc).__name__})",
                              expected="a file saved with torch.save") from None
+    if isinstance(ckpt, dict) and PACKED_KEY in ckpt:
+        ckpt = unpack_weights(ckpt, path)
+    return ckpt
+
+
+# --- integer-packed weights (shipped checkpoints) ---------------------------------------------
+
+PACKED_KEY = "packed_weights"  # checkpoint entry: weight name -> {"int": tensor, "scale": tensor}
+
+
+def pack_weights(ckpt: dict, model) -> dict:
+    """`ckpt` with every quantized layer's float weight replaced by its integer weight (int8 up
+    to 8 bits) and scale, as Brevitas quantizes it in `model` (which holds ckpt's weights):
+    a quarter of the size, and the same model once unpacked.
+
+    The float weight is lost, but not what the model computes: unpacked, the weight is
+    int x scale, which Brevitas quantizes back to the same integers (its scale is either a
+    stored parameter or a statistic of the weight, unchanged by the round trip). This is
+    checked here on every layer: a layer whose integers would change is left in float.
+    """
+    import copy
+
+    import torch
+
+    state = dict(ckpt["state_dict"])
+    packed = {}
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if not hasattr(module, "quant_weight") or f"{name}.weight" not in state:
+                continue
+            quant = module.quant_weight()
+            if quant.zero_point is not None and torch.any(quant.zero_point != 0):
+                continue
+            bits = int(quant.bit_width)
+            ints = quant.int().to(torch.int8 if bits <= 8 else
+                                  torch.int16 if bits <= 16 else torch.int32)
+            packed[f"{name}.weight"] = {"int": ints, "scale": quant.scale.detach().float(),
+                                        "bits": bits}
+    trial = copy.deepcopy(model)
+    unpacked = _unpacked_state(state, packed)
+    trial.load_state_dict(unpacked, strict=False)
+    with torch.no_grad():
+        for name, module in trial.named_modules():
+            key = f"{name}.weight"
+            if key in packed and not torch.equal(module.quant_weight().int().to(torch.int64),
+                                                 packed[key]["int"].to(torch.int64)):
+                del packed[key]  # not reproduced exactly: keep this one in float
+    for key in packed:
+        del state[key]
+    return {**ckpt, "state_dict": state, PACKED_KEY: packed}
+
+
+def _unpacked_state(state: dict, packed: dict) -> dict:
+    out = dict(state)
+    for key, entry in packed.items():
+        out[key] = entry["int"].float() * entry["scale"]
+    return out
+
+
+def unpack_weights(ckpt: dict, path) -> dict:
+    """The checkpoint with its packed weights back in float (int x scale) in its state dict."""
+    packed = ckpt[PACKED_KEY]
+    if not isinstance(packed, dict) or not isinstance(ckpt.get("state_dict"), dict) or not all(
+            isinstance(e, dict) and {"int", "scale"} <= set(e) for e in packed.values()):
+        raise InputFileError(path, f"has a malformed {PACKED_KEY!r} entry",
+                             expected="weight name -> {'int': tensor, 'scale': tensor}, as "
+                                      "models.checkpoints.pack_weights writes it")
+    state = _unpacked_state(ckpt["state_dict"], packed)
+    out = {k: v for k, v in ckpt.items() if k != PACKED_KEY}
+    out["state_dict"] = state
+    out["weights_were_packed"] = sorted(packed)
+    return out
 
 
 def split_checkpoint(ckpt, path: Path) -> tuple[dict, dict]:
