@@ -176,9 +176,15 @@ interpolated to the link band like symbols (8 or 16 kHz audio) or at rms 0.11-0.
 with mu U(0.05, 0.2) or U(1, 2), DSB noise set from a nominal unit power (0 % each); frames
 scaled to unit mean amplitude per frame instead of the constellation rule (0.60 vs 0.68 on 10,
 20, 30 dB); 64APSK as DVB-S2X 8+16+20+20 or 16+16+16+16 (0.00); a Nyquist RC 0.35 link pulse
-re-measured with the current choices (13 linear classes 0.68 -> 0.45).
-Still unsolved: 64APSK (read as 128APSK), AM-DSB-WC (read as DSB-SC), AM-SSB-WC (read as
-SSB-SC); the analog level, message and IF are not published.
+re-measured with the current choices (13 linear classes 0.68 -> 0.45); FM with the 75 us
+pre-emphasis of GNU Radio's `nbfm_tx` (FM 0.82 -> 0.78), or with the 2016 WBFM deviation in
+cycles/sample, 0.075-0.19 (FM 0.01, read as 256QAM); AM-DSB on a complex IF carrier (GNU Radio
+`sig_source_c`; DSB-SC 0.84 -> 0.01, both read as FM/GMSK); AM-DSB and its f_IF at a 1 MS/s
+message rate (both read as BPSK/OOK); DSB-WC at 100 % modulation, mu = 1 (still 0, read as
+SC/OOK/256QAM); SSB-WC sideband peak U(0.1, 0.5) (WC 0.30 -> 0.24, more read as SC).
+Still unsolved: 64APSK (read as 128APSK), AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
+as SSB-SC or 8ASK), 64QAM/128QAM (read as 256QAM, more so with noise); the analog level, message
+and IF are not published.
 
 The channel is y = fade(t) * e^{j(2 pi f_c n + phi)} * resample(h_mp * x) + w: a static short
 multipath filter (echo delays quantised to 0.05 sample; none in rml2018), a clock offset as
