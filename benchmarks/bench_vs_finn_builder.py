@@ -6,7 +6,8 @@ boards and frame-rate targets, each in a fresh process as a user runs it.
 
 finn-plus's builder starts from a QONNX file: it gets the one `build.py` exported, so its time
 excludes the Brevitas export and the cost report that `build.py` also does (both times are in
-the results). What each side produces also differs: `build.py` verifies every step against the
+the results). `build.py --onnx` on that same file is timed too: the same input as the builder
+(the QONNX graph is then the golden model; the cost report is still made). What each side produces also differs: `build.py` verifies every step against the
 golden model (24 frames); the builder runs no verification here (its verification needs
 frames and expected outputs it is given, and rtlsim/cppsim steps need Vivado).
 
@@ -35,10 +36,13 @@ sys.path.insert(0, str(ROOT))
 CASES = (("bacalhaunet", "pynq-z2"), ("vgg10-w4a4-32", "zcu104"), ("vgg10", "zcu104"))
 
 
-def run_ours(model: str, board: str, workdir: Path) -> dict:
-    out = workdir / f"{model}_{board}"
+def run_ours(model: str, board: str, workdir: Path, onnx: str | None = None) -> dict:
+    """`build.py --model` (or, with `onnx`, `build.py --onnx` on that QONNX file: the
+    builder's input) to estimates."""
+    out = workdir / (f"{model}_{board}" if onnx is None else f"onnx_{board}")
+    source = ["--model", model] if onnx is None else ["--onnx", onnx]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(ROOT / "build.py"), "--model", model, "--board",
+    proc = subprocess.run([sys.executable, str(ROOT / "build.py"), *source, "--board",
                            board, "--until", "estimate", "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -49,7 +53,8 @@ def run_ours(model: str, board: str, workdir: Path) -> dict:
     est = json.loads((out / "report" / "estimates.json").read_text())
     verified = json.loads((out / "report" / "verification.json").read_text())
     return {"wall_s": round(wall, 1),
-            "export_and_cost_s": round(steps["export_qonnx"] + steps["cost"], 1),
+            "export_and_cost_s": round(steps.get("export_qonnx", steps.get("import_onnx", 0))
+                                       + steps["cost"], 1),
             "qonnx": str(out / "intermediate" / "02_export_qonnx.onnx"),
             "target_fps": est["target_fps"] or json.loads(
                 (out / "report" / "folding_search.json").read_text())[0]["target_fps"],
@@ -131,21 +136,25 @@ def main() -> int:
             work = Path(tmp) / f"{model}_{board}"
             work.mkdir()
             ours = run_ours(model, board, work)
-            theirs = ({"error": "no QONNX export to start from"} if "error" in ours else
-                      run_finn_builder(ours["qonnx"], ours["fpga_part"], ours["clock_mhz"],
-                                       ours["target_fps"], work))
+            missing = {"error": "no QONNX export to start from"}
+            theirs = missing if "error" in ours else run_finn_builder(
+                ours["qonnx"], ours["fpga_part"], ours["clock_mhz"], ours["target_fps"], work)
+            same_input = missing if "error" in ours else run_ours(model, board, work,
+                                                                  onnx=ours["qonnx"])
             ours.pop("qonnx", None)
+            same_input.pop("qonnx", None)
             results.append({"model": model, "board": board, "build_py": ours,
-                            "finn_builder": theirs})
+                            "build_py_onnx": same_input, "finn_builder": theirs})
     table = Table(title="wall time to estimates, fresh process each (s)")
     for col in ("model", "board", "build.py s", "of which export+cost s", "build.py fps",
-                "finn builder s", "finn builder fps / error"):
+                "build.py --onnx s", "finn builder s", "finn builder fps / error"):
         table.add_column(col)
     for r in results:
         ours, theirs = r["build_py"], r["finn_builder"]
         table.add_row(r["model"], r["board"], f"{ours['wall_s']:.1f}",
                       str(ours.get("export_and_cost_s", "-")),
                       f"{ours['throughput_fps']:,}" if "throughput_fps" in ours else ours["error"],
+                      str(r["build_py_onnx"].get("wall_s", "-")),
                       str(theirs.get("wall_s", "-")),
                       f"{theirs['throughput_fps']:,}" if "throughput_fps" in theirs
                       else theirs["error"])
