@@ -470,3 +470,21 @@ def test_dsb_sc_has_a_leaked_carrier_line():
     line = spectrum[:, np.abs(freq - f_if) < 1.5 / 4096].max(axis=1)
     assert np.all(line > 10 * np.median(spectrum, axis=1))
     assert synth.RML2016_PHYSICS.dsb_residual_carrier_range == (0.0, 0.0)
+
+
+def test_128apsk_is_the_dvbs2x_constellation():
+    """DVB-S2X 128APSK (rate 135/180): rings 16 x 5 + 48 at the standard's radius ratios, 128
+    distinct points symmetric about both axes, and no two points nearly on top of each other
+    (the evenly spaced approximation put rings 4 and 5 at the same angles, 0.07 apart)."""
+    points = synth.RML2018_MODULATIONS["128APSK"].points
+    assert np.mean(np.abs(points) ** 2) == pytest.approx(1.0)
+    ratio = np.abs(points) / np.abs(points).min()
+    radii, counts = np.unique(np.round(ratio, 6), return_counts=True)
+    np.testing.assert_allclose(radii, (1.0, 1.715, 2.118, 2.681, 2.75, 3.819), rtol=1e-6)
+    assert tuple(counts) == (16, 16, 16, 16, 16, 48)
+    key = lambda z: np.sort_complex(np.round(z, 9))  # noqa: E731
+    np.testing.assert_array_equal(key(points), key(points.conj()))
+    np.testing.assert_array_equal(key(points), key(-points))
+    gaps = np.abs(points[:, None] - points[None, :]) / np.abs(points).min()
+    gaps[np.eye(len(points), dtype=bool)] = np.inf
+    assert gaps.min() > 0.3
