@@ -180,9 +180,10 @@ a possible over-the-air receiver (16QAM 1.0 -> 0.0, 4ASK/8ASK read as OOK); DSB 
 interpolated to the link band like symbols (8 or 16 kHz audio) or at rms 0.11-0.7, DSB-WC
 with mu U(0.05, 0.2) or U(1, 2), DSB noise set from a nominal unit power (0 % each); frames
 scaled to unit mean amplitude per frame instead of the constellation rule (0.60 vs 0.68 on 10,
-20, 30 dB); 64APSK as DVB-S2X 8+16+20+20 or 16+16+16+16 (0.00; re-measured after the exact 128APSK with
-gr-dtv's 16+16+16+16 of rate 128/180, radius ratios 1.88, 2.72, 3.95: 0.00, read as 256QAM); a Nyquist RC 0.35 link pulse
-re-measured with the current choices (13 linear classes 0.68 -> 0.45); FM with the 75 us
+20, 30 dB); 64APSK as DVB-S2X 8+16+20+20 or 16+16+16+16 (0.00; re-measured after the exact
+128APSK with gr-dtv's 16+16+16+16 of rate 128/180, radius ratios 1.88, 2.72, 3.95: 0.00, read
+as 256QAM); a Nyquist RC 0.35 link pulse re-measured with the current choices (13 linear
+classes 0.68 -> 0.45); FM with the 75 us
 pre-emphasis of GNU Radio's `nbfm_tx` (FM 0.82 -> 0.78), or with the 2016 WBFM deviation in
 cycles/sample, 0.075-0.19 (FM 0.01, read as 256QAM); AM-DSB on a complex IF carrier (GNU Radio
 `sig_source_c`; DSB-SC 0.84 -> 0.01, both read as FM/GMSK); AM-DSB and its f_IF at a 1 MS/s
