@@ -482,7 +482,9 @@ def test_128apsk_is_the_dvbs2x_constellation():
     radii, counts = np.unique(np.round(ratio, 6), return_counts=True)
     np.testing.assert_allclose(radii, (1.0, 1.715, 2.118, 2.681, 2.75, 3.819), rtol=1e-6)
     assert tuple(counts) == (16, 16, 16, 16, 16, 48)
-    key = lambda z: np.sort_complex(np.round(z, 9))  # noqa: E731
+    def key(z):
+        return np.sort_complex(np.round(z, 9))
+
     np.testing.assert_array_equal(key(points), key(points.conj()))
     np.testing.assert_array_equal(key(points), key(-points))
     gaps = np.abs(points[:, None] - points[None, :]) / np.abs(points).min()
