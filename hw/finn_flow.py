@@ -42,9 +42,6 @@ from qonnx.util.cleanup import cleanup_model
 import finn.transformation.streamline.absorb as absorb
 import finn.transformation.streamline.reorder as reorder
 from finn.transformation.fpgadataflow.convert_to_hw.conv_inp_gen import InferConvInpGen
-from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
-    InferDuplicateStreamsLayer,
-)
 from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
     InferElementwiseBinaryOperation,
 )
@@ -69,13 +66,17 @@ from flows.errors import ToolchainError
 from hw.qonnx_fixes import apply_qonnx_fixes
 from hw.transforms import (
     OUTPUT_SCALE_KEY,
+    AbsorbLinearIntoHostPartition,
+    AbsorbTransposeIntoFlattenStrict,
     ConvBiasQuantParamsAs1d,
+    InferDuplicateStreamsBetweenHWLayers,
     IntegerizeAddConstant,
     LiftConv1dTo2d,
     MakeForkedMaxPoolNHWC,
     MoveLinearPastEltwiseAddForkSafe,
     RecordTopKInputScale,
     RepeatUntilFixpoint,
+    SplitOffHostBranch,
 )
 
 __all__ = [
@@ -133,10 +134,16 @@ def export_qonnx(model, input_shape: Sequence[int], path: str | Path) -> ModelWr
 
 def to_finn(model: ModelWrapper) -> ModelWrapper:
     """QONNX -> FINN-ONNX: Quant nodes on weights are folded, activation Quants become
-    MultiThreshold; then tidy up (shapes, constants, unique names, datatypes)."""
+    MultiThreshold; then tidy up (shapes, constants, unique names, datatypes).
+
+    A branch the model computes in software from the raw frame (ops FINN has no HW layer for,
+    and the layers combining it with the network's result) is moved into one `HostPartition`
+    node first (`hw.transforms.SplitOffHostBranch`); FINN's stages pass it by."""
     model = cleanup_model(model)
     model = model.transform(LiftConv1dTo2d())  # QuantConv1d graphs: (N, C, L) -> (N, C, 1, L)
     model = model.transform(ConvBiasQuantParamsAs1d())  # int32 Conv biases (qonnx bug)
+    # what the model computes in software from the raw frame becomes one HostPartition node
+    model = model.transform(SplitOffHostBranch())
     model = model.transform(ConvertQONNXtoFINN())
     return _tidy(model)
 
@@ -176,12 +183,13 @@ def streamline(model: ModelWrapper) -> ModelWrapper:
         absorb.AbsorbConsecutiveTransposes(),
     ]))
     model = model.transform(InferDataLayouts())
-    model = model.transform(absorb.AbsorbTransposeIntoFlatten())
+    model = model.transform(AbsorbTransposeIntoFlattenStrict())  # finn's fails on other Reshapes
     # Thresholds on integer inputs: ceil and clip to the input range. Must precede
     # MinimizeWeightBitWidth, which asserts non-negative thresholds on unsigned inputs.
     model = model.transform(RoundAndClipThresholds())
     model = model.transform(reorder.MoveMulPastAdd())
     model = model.transform(IntegerizeAddConstant())
+    model = model.transform(AbsorbLinearIntoHostPartition())  # the last scale, if host's
     model = model.transform(InferDataTypes())
     model = model.transform(InferDataLayouts())
     return model.transform(RemoveUnusedTensors())
@@ -193,7 +201,8 @@ def insert_topk(model: ModelWrapper, k: int = 1) -> ModelWrapper:
     model = model.transform(InsertTopK(k=k))
     model = model.transform(RecordTopKInputScale())
     model = model.transform(absorb.AbsorbScalarMulAddIntoTopK())
-    return model.transform(InferDataTypes())
+    # InsertTopK drops the old output's shape; only an absorption would infer it again
+    return model.transform(InferShapes()).transform(InferDataTypes())
 
 
 def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
@@ -208,7 +217,7 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
         InferPool(),
         InferConvInpGen(),
         InferElementwiseBinaryOperation(),
-        InferDuplicateStreamsLayer(),
+        InferDuplicateStreamsBetweenHWLayers(),  # finn's also duplicates forks into software
         absorb.AbsorbConsecutiveTransposes(),
         RemoveCNVtoFCFlatten(),
         GiveUniqueNodeNames(),

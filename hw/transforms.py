@@ -21,8 +21,11 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_by_name
 
 __all__ = [
-    "OUTPUT_SCALE_KEY", "ConvBiasQuantParamsAs1d", "IntegerizeAddConstant", "LiftConv1dTo2d", "MakeForkedMaxPoolNHWC",
-    "MoveLinearPastEltwiseAddForkSafe", "RecordTopKInputScale", "RepeatUntilFixpoint",
+    "FINN_MAPPABLE_OP_TYPES", "OUTPUT_SCALE_KEY", "AbsorbLinearIntoHostPartition",
+    "AbsorbTransposeIntoFlattenStrict", "ConvBiasQuantParamsAs1d",
+    "InferDuplicateStreamsBetweenHWLayers", "IntegerizeAddConstant", "LiftConv1dTo2d",
+    "MakeForkedMaxPoolNHWC", "MoveLinearPastEltwiseAddForkSafe", "RecordTopKInputScale", "RepeatUntilFixpoint",
+    "SplitOffHostBranch",
 ]
 
 # Metadata key under which `RecordTopKInputScale` keeps the scale of the scores that enter the
@@ -276,7 +279,8 @@ class RecordTopKInputScale(Transformation):
     finn's `AbsorbScalarMulAddIntoTopK` deletes that Mul: class indices do not change, but the
     scores that reach TopK (and later LabelSelect) are then logits / scale. Recording the scale
     lets a driver or a verification step recover the logits. Run it just before the absorption,
-    after streamlining has collapsed consecutive Muls into one (a chain is not followed).
+    after streamlining has collapsed consecutive Muls into one (a chain is not followed). When
+    the TopK reads a tensor no Mul or Add produces (a host part ends the graph), the scale is 1.
     """
 
     def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
@@ -284,7 +288,11 @@ class RecordTopKInputScale(Transformation):
         if len(topks) != 1:
             raise ValueError(f"expected one TopK node, found {len(topks)}; run InsertTopK first")
         producer = model.find_producer(topks[0].input[0])
-        if producer is None or producer.op_type != "Mul":
+        if producer is None or producer.op_type not in ("Mul", "Add"):
+            # nothing for the absorption to delete: the scores are the logits
+            model.set_metadata_prop(OUTPUT_SCALE_KEY, repr(1.0))
+            return model, False
+        if producer.op_type != "Mul":
             return model, False
         scale = model.get_initializer(producer.input[1])
         if scale is None or scale.size != 1 or float(scale.item()) <= 0:
@@ -408,3 +416,362 @@ class ConvBiasQuantParamsAs1d(Transformation):
                 if value is not None and value.ndim == 0:
                     model.set_initializer(name, value.reshape(1))
         return model, False
+
+
+# --- host branch -------------------------------------------------------------------------------
+
+# Op types the project's FINN flow streamlines or maps onto HW layers. Anything else has no HW
+# layer: `SplitOffHostBranch` moves it to the host when the model computes it from the raw input.
+FINN_MAPPABLE_OP_TYPES = frozenset({
+    "Quant", "BipolarQuant", "Trunc", "MultiThreshold", "Conv", "MatMul", "Gemm",
+    "BatchNormalization", "Relu", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool",
+    "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Concat",
+    "Identity", "Pad", "Clip", "TopK",
+})
+
+# Layers that make a feature map (what a host branch must not be computed from).
+_LAYER_OP_TYPES = frozenset({"Conv", "MatMul", "Gemm", "MultiThreshold", "MaxPool",
+                             "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
+_QUANT_OP_TYPES = frozenset({"Quant", "BipolarQuant", "Trunc"})
+
+
+class SplitOffHostBranch(Transformation):
+    """Move a branch the model computes in software from the raw input (and the layers that
+    combine it with the network's result) into one `HostPartition` node (`hw.host_ops`).
+
+    The branch is found from the op types FINN has no HW layer for (`mappable` lists those it
+    has): such a node is allowed only if it is computed from the graph input without passing
+    a layer (conv, matmul, activation quantizer, pool); every node computed from it joins it,
+    and so do the shape-only producers that feed nothing else. A node FINN cannot map that is
+    computed from a layer's output is an error naming it: that is part of the network, not a
+    host branch. The host part has to end at the graph output (so the HW partition stays
+    one). Its activation quantizers become plain ONNX ops with the same arithmetic (clip, then
+    round) and weight quantizers are folded, so the part runs in one onnxruntime session.
+    """
+
+    def __init__(self, mappable=FINN_MAPPABLE_OP_TYPES):
+        super().__init__()
+        self.mappable = frozenset(mappable)
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        from flows.errors import ToolchainError
+
+        graph = model.graph
+        nodes = list(graph.node)
+        if any(n.domain == "hw.host_ops" for n in nodes):
+            return model, False
+        producers = {o: n for n in nodes for o in n.output}
+        consumers: dict[str, list] = {}
+        for n in nodes:
+            for name in n.input:
+                consumers.setdefault(name, []).append(n)
+        graph_inputs = {i.name for i in graph.input}
+        graph_outputs = {o.name for o in graph.output}
+
+        def dynamic_inputs(n):
+            return [t for t in n.input if t and (t in producers or t in graph_inputs)]
+
+        def ancestors(n) -> list:
+            seen, stack, out = set(), [n], []
+            while stack:
+                for t in dynamic_inputs(stack.pop()):
+                    p = producers.get(t)
+                    if p is not None and id(p) not in seen:
+                        seen.add(id(p))
+                        out.append(p)
+                        stack.append(p)
+            return out
+
+        seeds = [n for n in nodes if n.op_type not in self.mappable and dynamic_inputs(n)]
+        if not seeds:
+            return model, False
+        seed_ids = {id(s) for s in seeds}
+        for seed in seeds:
+            above = ancestors(seed)
+            if any(id(a) in seed_ids for a in above):
+                continue  # computed from another such node: judged there
+            layer = next((a for a in above if a.op_type in _LAYER_OP_TYPES
+                          or (a.op_type in _QUANT_OP_TYPES and
+                              a.input[0] in producers | dict.fromkeys(graph_inputs))), None)
+            if layer is not None:
+                raise ToolchainError(
+                    f"node {seed.name} ({seed.op_type}) has no FINN HW layer and is computed "
+                    f"from the output of {layer.name} ({layer.op_type}): it is part of the "
+                    "network, not a branch the host computes from the raw input, so it cannot "
+                    "be left to the host")
+        host: set[int] = set()
+        stack = list(seeds)
+        while stack:  # everything computed from a host node
+            n = stack.pop()
+            if id(n) in host:
+                continue
+            host.add(id(n))
+            stack += [c for o in n.output for c in consumers.get(o, [])]
+        feeds_seed = {id(a) for s in seeds for a in ancestors(s)}
+        changed = True
+        while changed:  # producers that only feed the host, and weight quantizers of it
+            changed = False
+            for n in nodes:
+                if id(n) in host or any(o in graph_outputs for o in n.output):
+                    continue
+                users = [c for o in n.output for c in consumers.get(o, [])]
+                if users and all(id(c) in host for c in users) and (
+                        id(n) in feeds_seed or not dynamic_inputs(n)):
+                    host.add(id(n))
+                    changed = True
+        host_nodes = [n for n in nodes if id(n) in host]
+        body_outputs = [o for n in host_nodes for o in n.output if o in graph_outputs]
+        if len(body_outputs) != 1:
+            raise ToolchainError(f"the host part ({len(host_nodes)} nodes from "
+                                 f"{seeds[0].name}) must give the one graph output; it gives "
+                                 f"{body_outputs}")
+        body_inputs = list(dict.fromkeys(
+            t for n in host_nodes for t in dynamic_inputs(n)
+            if t in graph_inputs or id(producers[t]) not in host))
+        body = _host_body(model, host_nodes, body_inputs, body_outputs)
+        host_node = helper.make_node(
+            "HostPartition", body_inputs, body_outputs, name="HostPartition_0",
+            domain="hw.host_ops", body=body,
+            opset=next(o.version for o in model.model.opset_import if o.domain in ("", "ai.onnx")),
+            node_names=[n.name for n in host_nodes])
+        for n in host_nodes:
+            graph.node.remove(n)
+        graph.node.append(host_node)  # nothing outside the host reads its output
+        return model.transform(InferShapes()), False
+
+
+def _host_body(model: ModelWrapper, host_nodes, inputs, outputs):
+    """The host nodes as a plain-ONNX GraphProto: constant subgraphs folded (weight
+    quantizers), activation quantizers expanded into standard ops."""
+    import copy
+
+    from qonnx.core.onnx_exec import execute_node
+    from qonnx.util.basic import qonnx_make_model
+
+    def info(name):
+        return helper.make_tensor_value_info(name, 1, model.get_tensor_shape(name))
+
+    used = {t for n in host_nodes for t in n.input}
+    inits = [copy.deepcopy(i) for i in model.graph.initializer if i.name in used]
+    graph = helper.make_graph([copy.deepcopy(n) for n in host_nodes], "host",
+                              [info(t) for t in inputs], [info(t) for t in outputs], inits)
+    opset = next(o.version for o in model.model.opset_import if o.domain in ("", "ai.onnx"))
+    body = ModelWrapper(qonnx_make_model(graph, opset_imports=[
+        helper.make_opsetid("", opset), helper.make_opsetid("qonnx.custom_op.general", 1)]))
+    body = body.transform(InferShapes())
+    for node in list(body.graph.node):  # topological order: constants fold front to back
+        if all(body.get_initializer(t) is not None for t in node.input if t):
+            context = {t: body.get_initializer(t) for t in node.input if t}
+            execute_node(node, context, body.graph, opset)
+            for o in node.output:
+                body.set_initializer(o, context[o])
+            body.graph.node.remove(node)
+    for node in list(body.graph.node):
+        if node.op_type == "Quant":
+            _expand_quant(body, node)
+        elif node.domain not in ("", "ai.onnx"):
+            raise ValueError(f"host node {node.name} ({node.domain}.{node.op_type}) has no "
+                             "plain-ONNX form")
+    for info_ in list(body.graph.value_info):
+        body.graph.value_info.remove(info_)
+    keep = {t for n in body.graph.node for t in n.input}
+    for init in list(body.graph.initializer):
+        if init.name not in keep:
+            body.graph.initializer.remove(init)
+    return body.graph
+
+
+def _expand_quant(model: ModelWrapper, node) -> None:
+    """qonnx Quant(x, scale, zero point, bits) -> (round(clip(x / scale + zp)) - zp) * scale
+    in standard ONNX ops, clipping before rounding as qonnx's `int_quant` does."""
+    from qonnx.custom_op.general.intquant import max_int, min_int
+
+    x, scale, zeropt, bits = node.input
+    bitwidth = model.get_initializer(bits)
+    if bitwidth is None:
+        raise ValueError(f"{node.name}: a Quant with a dynamic bit width has no plain-ONNX form")
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    signed, narrow = int(attrs.get("signed", 1)), int(attrs.get("narrow", 0))
+    mode = attrs.get("rounding_mode", b"ROUND")
+    mode = (mode.decode() if isinstance(mode, bytes) else mode).upper()
+    rounding = {"ROUND": "Round", "HALF_EVEN": "Round", "CEIL": "Ceil", "FLOOR": "Floor"}.get(mode)
+    if rounding is None or float(bitwidth) == 1 and signed:
+        raise ValueError(f"{node.name}: Quant with rounding {mode} / bit width "
+                         f"{float(bitwidth)} has no plain-ONNX form here")
+    lo = np.asarray(min_int(signed, narrow, float(bitwidth)), dtype=np.float32)
+    hi = np.asarray(max_int(signed, narrow, float(bitwidth)), dtype=np.float32)
+    base = node.name + "_q"
+    names = {k: f"{base}_{k}" for k in ("div", "add", "clip", "round", "sub", "lo", "hi")}
+    model.set_initializer(names["lo"], lo)
+    model.set_initializer(names["hi"], hi)
+    new = [
+        helper.make_node("Div", [x, scale], [names["div"]], name=base + "_div"),
+        helper.make_node("Add", [names["div"], zeropt], [names["add"]], name=base + "_add"),
+        helper.make_node("Clip", [names["add"], names["lo"], names["hi"]], [names["clip"]],
+                         name=base + "_clip"),
+        helper.make_node(rounding, [names["clip"]], [names["round"]], name=base + "_round"),
+        helper.make_node("Sub", [names["round"], zeropt], [names["sub"]], name=base + "_sub"),
+        helper.make_node("Mul", [names["sub"], scale], [node.output[0]], name=base + "_mul"),
+    ]
+    index = list(model.graph.node).index(node)
+    model.graph.node.remove(node)
+    for offset, n in enumerate(new):
+        model.graph.node.insert(index + offset, n)
+
+
+class AbsorbLinearIntoHostPartition(Transformation):
+    """Move a Mul or Add by a constant that only feeds a `HostPartition` into the host part.
+
+    Streamlining leaves the scale of the last HW activation (a MultiThreshold output times its
+    step) in front of the host part; it is the host's arithmetic, and left outside it would be
+    one more software node between the HW partition and the host part.
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for host in [n for n in model.graph.node if n.op_type == "HostPartition"]:
+            for index, name in enumerate(host.input):
+                producer = model.find_producer(name)
+                if producer is None or producer.op_type not in ("Mul", "Add"):
+                    continue
+                consts = [model.get_initializer(t) for t in producer.input]
+                if sum(c is not None for c in consts) != 1 or consts[0] is not None:
+                    continue
+                if len(model.find_consumers(name)) != 1 or name in \
+                        {o.name for o in model.graph.output}:
+                    continue
+                self._absorb(model, host, index, producer, consts[1])
+                return model.transform(InferShapes()), True
+        return model, False
+
+    @staticmethod
+    def _absorb(model: ModelWrapper, host, index: int, producer, const) -> None:
+        from onnx import numpy_helper
+
+        body = get_by_name(host.attribute, "body").g
+        inner = body.input[index].name
+        new_input = inner + "_before_" + producer.op_type.lower()
+        const_name = inner + "_" + producer.op_type.lower() + "_const"
+        shape = model.get_tensor_shape(producer.input[0])
+        body.input[index].CopyFrom(helper.make_tensor_value_info(new_input, 1, shape))
+        body.initializer.append(numpy_helper.from_array(np.asarray(const, np.float32),
+                                                        const_name))
+        body.node.insert(0, helper.make_node(producer.op_type, [new_input, const_name],
+                                             [inner], name="host_" + producer.name))
+        names = get_by_name(host.attribute, "node_names")
+        if names is not None:
+            names.strings.insert(0, producer.name.encode())
+        host.input[index] = producer.input[0]
+        model.graph.node.remove(producer)
+
+
+def _is_hw(node) -> bool:
+    return node.domain.startswith("finn.custom_op.fpgadataflow")
+
+
+class InferDuplicateStreamsBetweenHWLayers(Transformation):
+    """Insert a DuplicateStreams HW layer where a tensor forks into HW layers only.
+
+    finn's `InferDuplicateStreamsLayer` duplicates every fork: a graph input read by both the
+    accelerator and a host part (imperial's raw frame feeds the conv branch and the statistics)
+    gets a DuplicateStreams in front of the input's software layout change, and partitioning
+    then fails ("not a HW layer but sits between HW layers"). Here a fork becomes a
+    DuplicateStreams only if every reader is a HW layer (and the tensor is no graph output);
+    forks into software are the host's, which reads the tensor itself.
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        graph = model.graph
+        outputs = {o.name for o in graph.output}
+        producers = {t: n for n in graph.node for t in n.output}
+        candidates = [i.name for i in graph.input] + [t for n in graph.node if _is_hw(n)
+                                                      for t in n.output]
+        for name in candidates:
+            readers = model.find_consumers(name)
+            if len(readers) < 2 or name in outputs or not all(_is_hw(r) for r in readers):
+                continue
+            self._duplicate(model, name, readers, producers.get(name))
+            return model.transform(InferShapes()).transform(InferDataTypes()), True
+        return model, False
+
+    @staticmethod
+    def _duplicate(model: ModelWrapper, name: str, readers, producer) -> None:
+        shape = model.get_tensor_shape(name)
+        clones = []
+        for reader in readers:
+            clone = model.make_new_valueinfo_name()
+            model.set_tensor_shape(clone, shape)
+            clones.append(clone)
+            for i, tensor in enumerate(reader.input):
+                if tensor == name:
+                    reader.input[i] = clone
+                    break
+        node = helper.make_node(
+            "DuplicateStreams", [name], clones, domain="finn.custom_op.fpgadataflow",
+            backend="fpgadataflow", NumChannels=int(shape[-1]), PE=1,
+            inputDataType=model.get_tensor_datatype(name).name,
+            numInputVectors=list(shape[:-1]), NumOutputStreams=len(clones),
+            outFIFODepths=[2] * len(clones), name="DuplicateStreams_" + name,
+            cpp_interface="hls_vector", hls_style="freerunning")
+        index = 0 if producer is None else list(model.graph.node).index(producer) + 1
+        model.graph.node.insert(index, node)
+
+
+class AbsorbTransposeIntoFlattenStrict(Transformation):
+    """Transpose(perm[0] = 0) -> Flatten, or -> Reshape to [1, -1] on a batch of one, becomes
+    one Flatten when the transposed tensor is (N, C, 1, 1) or (N, 1, 1, C) (the transpose then
+    moves no data).
+
+    finn's `AbsorbTransposeIntoFlatten` tests a Reshape with
+    `(model.get_initializer(shape) == [1, -1]).all()`: a shape of another length (imperial's
+    (N, 2, L) view of the frame, ulcnn's 5-D channel shuffle) raises "operands could not be
+    broadcast", and a shape computed at run time (no initializer) raises AttributeError. It
+    also deletes a Transpose that feeds other nodes as well, and unpacks any 4-D shape. Here
+    only a real flatten qualifies, the Transpose must feed it alone, and the layout must be
+    NCHW or NHWC; every other Reshape is left as it is.
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        import qonnx.core.data_layout as DataLayout
+
+        graph = model.graph
+        for node in graph.node:
+            if not self._is_flatten(model, node):
+                continue
+            transpose = model.find_producer(node.input[0])
+            if transpose is None or transpose.op_type != "Transpose":
+                continue
+            perm = _perm(transpose)
+            if not perm or perm[0] != 0 or len(model.find_consumers(transpose.output[0])) != 1:
+                continue
+            if transpose.output[0] in {o.name for o in graph.output}:
+                continue
+            shape = model.get_tensor_shape(transpose.input[0])
+            layout = model.get_tensor_layout(transpose.input[0])
+            if shape is None or len(shape) != 4:
+                continue
+            if layout == DataLayout.NCHW:
+                batch, spatial = shape[0], shape[2:]
+            elif layout == DataLayout.NHWC:
+                batch, spatial = shape[0], shape[1:3]
+            else:
+                continue
+            if any(d != 1 for d in spatial) or (node.op_type == "Reshape" and batch != 1):
+                continue
+            flatten = helper.make_node("Flatten", [transpose.input[0]], [node.output[0]],
+                                       name=node.name, axis=1)
+            index = list(graph.node).index(node)
+            graph.node.remove(node)
+            graph.node.remove(transpose)
+            graph.node.insert(index - 1, flatten)
+            return model.transform(InferShapes()).transform(InferDataTypes()), True
+        return model, False
+
+    @staticmethod
+    def _is_flatten(model: ModelWrapper, node) -> bool:
+        if node.op_type == "Flatten":
+            axis = get_by_name(node.attribute, "axis")
+            return axis is None or axis.i == 1
+        if node.op_type != "Reshape" or len(node.input) < 2:
+            return False
+        target = model.get_initializer(node.input[1])
+        return target is not None and list(np.asarray(target).reshape(-1)) == [1, -1]

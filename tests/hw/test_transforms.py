@@ -342,3 +342,208 @@ def test_conv_bias_quant_params_as_1d_lets_the_bias_be_extracted():
     extracted = fixed.transform(ExtractBiasFromConv()).transform(InferShapes())
     assert "Add" in [n.op_type for n in extracted.graph.node]
     assert np.allclose(execute_onnx(extracted, {"x": x})["y"], expected, atol=1e-5)
+
+
+# --- AbsorbTransposeIntoFlattenStrict ----------------------------------------------------------
+
+def _transpose_then_reshape(shape, spatial=(1, 1)):
+    """Transpose (NCHW -> NHWC) of x (1, 4, h, w), then Reshape to `shape`."""
+    h, w = spatial
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1], name="to_nhwc"),
+             helper.make_node("Reshape", ["t", "shape"], ["y"], name="reshape")]
+    out = [int(d) for d in np.empty((1, h, w, 4)).reshape(shape).shape]
+    model = _model(nodes, [("x", [1, 4, h, w])], [("y", out)])
+    model.set_initializer("shape", np.asarray(shape, dtype=np.int64))
+    from qonnx.core import data_layout
+    model.set_tensor_layout("x", data_layout.NCHW)
+    feed = {"x": np.random.default_rng(2).normal(size=(1, 4, h, w)).astype(np.float32)}
+    return model, feed
+
+
+def test_stock_absorb_transpose_into_flatten_fails_on_a_3d_reshape():
+    from finn.transformation.streamline.absorb import AbsorbTransposeIntoFlatten
+
+    model, _ = _transpose_then_reshape([1, 2, -1], spatial=(1, 2))
+    with pytest.raises(ValueError, match="broadcast"):
+        model.transform(AbsorbTransposeIntoFlatten())
+
+
+def test_strict_absorb_leaves_other_reshapes_alone():
+    from hw.transforms import AbsorbTransposeIntoFlattenStrict
+
+    model, feed = _transpose_then_reshape([1, 2, -1], spatial=(1, 2))
+    ref = execute_onnx(model, feed)
+    fixed = model.transform(AbsorbTransposeIntoFlattenStrict())
+    assert [n.op_type for n in fixed.graph.node] == ["Transpose", "Reshape"]
+    assert _same(_run(fixed, feed), ref)
+
+
+def test_strict_absorb_turns_a_real_flatten_into_one_flatten():
+    from hw.transforms import AbsorbTransposeIntoFlattenStrict
+
+    model, feed = _transpose_then_reshape([1, -1])
+    ref = execute_onnx(model, feed)
+    fixed = model.transform(AbsorbTransposeIntoFlattenStrict())
+    assert [n.op_type for n in fixed.graph.node] == ["Flatten"]
+    assert _same(_run(fixed, feed), ref)
+
+
+def test_strict_absorb_keeps_a_transpose_with_spatial_extent():
+    from hw.transforms import AbsorbTransposeIntoFlattenStrict
+
+    model, feed = _transpose_then_reshape([1, -1], spatial=(1, 3))  # moves data: must stay
+    fixed = model.transform(AbsorbTransposeIntoFlattenStrict())
+    assert [n.op_type for n in fixed.graph.node] == ["Transpose", "Reshape"]
+
+
+# --- SplitOffHostBranch / HostPartition / AbsorbLinearIntoHostPartition ------------------------
+
+def _quant(name, x, out, bits, signed=1):
+    return helper.make_node("Quant", [x, name + "_s", name + "_z", name + "_b"], [out],
+                            domain="qonnx.custom_op.general", signed=signed, narrow=0,
+                            rounding_mode="ROUND", name=name)
+
+
+def _two_branch(stats_op="Sqrt"):
+    """Imperial in small: x (1, 2, 1, 8) -> Quant -> Conv -> Relu -> Quant -> Flatten (the
+    network) and x -> Reshape -> Mul -> ReduceMean -> `stats_op` -> Quant (statistics of the
+    raw frame); Concat -> MatMul -> logits (the classifier combining both)."""
+    nodes = [
+        _quant("q_in", "x", "xq", 8),
+        helper.make_node("Conv", ["xq", "w"], ["c"], kernel_shape=[1, 8], name="conv"),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        _quant("q_act", "r", "rq", 4, signed=0),
+        helper.make_node("Flatten", ["rq"], ["feat"], name="flatten"),
+        helper.make_node("Reshape", ["x", "shape"], ["iq"], name="view"),
+        helper.make_node("Mul", ["iq", "iq"], ["sq"], name="square"),
+        helper.make_node("ReduceMean", ["sq"], ["ms"], axes=[2], keepdims=0, name="mean"),
+        helper.make_node(stats_op, ["ms"], ["st"], name="stat"),
+        _quant("q_st", "st", "stq", 8),
+        helper.make_node("Concat", ["feat", "stq"], ["both"], axis=1, name="concat"),
+        helper.make_node("MatMul", ["both", "wc"], ["logits"], name="classifier"),
+    ]
+    rng = np.random.default_rng(3)
+    inits = {"w": rng.normal(size=(3, 2, 1, 8)), "shape": [1, 2, 8],
+             "wc": rng.normal(size=(5, 4)),
+             "q_in_s": 2 ** -6, "q_in_z": 0.0, "q_in_b": 8.0,
+             "q_act_s": 0.5, "q_act_z": 0.0, "q_act_b": 4.0,
+             "q_st_s": 2 ** -4, "q_st_z": 0.0, "q_st_b": 8.0}
+    model = _model(nodes, [("x", [1, 2, 1, 8])], [("logits", [1, 4])])
+    for name, value in inits.items():
+        dtype = np.int64 if name == "shape" else np.float32
+        model.set_initializer(name, np.asarray(value, dtype=dtype))
+    model = model.transform(InferShapes())
+    feed = {"x": np.abs(rng.normal(size=(1, 2, 1, 8))).astype(np.float32)}
+    return model, feed
+
+
+def test_split_off_host_branch_moves_statistics_and_classifier_to_one_node():
+    from hw.transforms import SplitOffHostBranch
+
+    model, feed = _two_branch()
+    ref = execute_onnx(model, feed)
+    split = model.transform(SplitOffHostBranch())
+    ops = sorted(n.op_type for n in split.graph.node)
+    assert ops == ["Conv", "Flatten", "HostPartition", "Quant", "Quant", "Relu"]
+    host = split.get_nodes_by_op_type("HostPartition")[0]
+    assert list(host.input) == ["x", "feat"]
+    names = [s.decode() for s in get_by_name_attr(host, "node_names").strings]
+    assert names == ["view", "square", "mean", "stat", "q_st", "concat", "classifier"]
+    body_ops = {n.op_type for n in get_by_name_attr(host, "body").g.node}
+    assert "Quant" not in body_ops and {"Clip", "Round"} <= body_ops  # plain ONNX
+    assert _same(_run(split, feed), ref)
+
+
+def test_host_partition_takes_the_last_scale_of_the_network():
+    from hw.transforms import AbsorbLinearIntoHostPartition, SplitOffHostBranch
+
+    model, feed = _two_branch()
+    flatten = model.find_producer("feat")
+    flatten.output[0] = "feat_int"  # Flatten -> Mul(0.5) -> feat
+    index = list(model.graph.node).index(flatten) + 1
+    model.graph.node.insert(index, helper.make_node("Mul", ["feat_int", "half"], ["feat"],
+                                                    name="scale"))
+    model.set_initializer("half", np.asarray([0.5], np.float32))
+    model = model.transform(InferShapes())
+    ref = execute_onnx(model, feed)
+    split = model.transform(SplitOffHostBranch())
+    assert "Mul" in [n.op_type for n in split.graph.node]
+    absorbed = split.transform(AbsorbLinearIntoHostPartition())
+    assert "Mul" not in [n.op_type for n in absorbed.graph.node]
+    assert list(absorbed.get_nodes_by_op_type("HostPartition")[0].input) == ["x", "feat_int"]
+    assert _same(_run(absorbed, feed), ref)
+
+
+def test_split_refuses_an_unmappable_node_inside_the_network():
+    from flows.errors import ToolchainError
+    from hw.transforms import SplitOffHostBranch
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[1, 3], name="conv"),
+             helper.make_node("Sigmoid", ["c"], ["y"], name="attention")]
+    model = _model(nodes, [("x", [1, 2, 1, 8])], [("y", [1, 3, 1, 6])],
+                   {"w": np.ones((3, 2, 1, 3))})
+    with pytest.raises(ToolchainError, match=r"attention \(Sigmoid\).*conv \(Conv\)"):
+        model.transform(SplitOffHostBranch())
+
+
+def test_split_leaves_a_fully_mappable_graph_alone():
+    from hw.transforms import SplitOffHostBranch
+
+    model, _ = _two_branch()
+    keep = ("q_in", "conv", "relu", "q_act", "flatten")
+    network = _model([n for n in model.graph.node if n.name in keep], [("x", [1, 2, 1, 8])],
+                     [("feat", [1, 3])])
+    for init in model.graph.initializer:
+        network.graph.initializer.append(init)
+    assert network.transform(SplitOffHostBranch()).get_nodes_by_op_type("HostPartition") == []
+
+
+def get_by_name_attr(node, name):
+    return next(a for a in node.attribute if a.name == name)
+
+
+def test_topk_behind_a_host_part_records_scale_one():
+    from hw.transforms import SplitOffHostBranch
+
+    model, feed = _two_branch()
+    split = model.transform(SplitOffHostBranch()).transform(InsertTopK(k=1))
+    split = split.transform(InferShapes()).transform(RecordTopKInputScale())
+    assert float(split.get_metadata_prop(OUTPUT_SCALE_KEY)) == 1.0
+
+
+# --- InferDuplicateStreamsBetweenHWLayers ------------------------------------------------------
+
+def _input_fork(second="Sqrt"):
+    """x (INT4) read by a MultiThreshold (-> Thresholding HW) and by `second`."""
+    nodes = [helper.make_node("MultiThreshold", ["x", "t"], ["y"], domain="qonnx.custom_op.general",
+                              out_dtype="UINT2", name="mt"),
+             helper.make_node(second, ["x"] if second != "MultiThreshold" else ["x", "t"],
+                              ["z"], name="second",
+                              **({"domain": "qonnx.custom_op.general", "out_dtype": "UINT2"}
+                                 if second == "MultiThreshold" else {}))]
+    model = _model(nodes, [("x", [1, 4])], [("y", [1, 4]), ("z", [1, 4])],
+                   {"t": np.tile([[-1.0, 0.0, 1.0]], (4, 1))})
+    model.set_tensor_datatype("x", DataType["INT4"])
+    from finn.transformation.fpgadataflow.convert_to_hw.thresholding import (
+        InferThresholdingLayer,
+    )
+    return model.transform(InferDataTypes()).transform(InferThresholdingLayer())
+
+
+def test_stock_duplicate_streams_feeds_a_software_reader():
+    from finn.transformation.fpgadataflow.convert_to_hw.duplicate_streams import (
+        InferDuplicateStreamsLayer,
+    )
+
+    model = _input_fork().transform(InferDuplicateStreamsLayer())
+    dup = model.get_nodes_by_op_type("DuplicateStreams")
+    assert dup and "Sqrt" in [c.op_type for c in model.find_consumers(dup[0].output[1])]
+
+
+def test_duplicate_streams_only_between_hw_layers():
+    from hw.transforms import InferDuplicateStreamsBetweenHWLayers
+
+    model = _input_fork().transform(InferDuplicateStreamsBetweenHWLayers())
+    assert model.get_nodes_by_op_type("DuplicateStreams") == []
+    both_hw = _input_fork("MultiThreshold").transform(InferDuplicateStreamsBetweenHWLayers())
+    assert len(both_hw.get_nodes_by_op_type("DuplicateStreams")) == 1
