@@ -81,8 +81,9 @@ from hw.transforms import (
 
 __all__ = [
     "Divergence", "StageCheck", "compare_to_reference", "convert_to_hw", "dataflow_model",
-    "estimates", "execute", "executable_copy", "export_qonnx", "first_divergence",
-    "generate_code", "insert_topk", "minimize_bit_widths", "partition", "set_folding",
+    "dsp_layers", "estimates", "execute", "executable_copy", "export_qonnx", "first_divergence",
+    "generate_code", "insert_topk", "lut_multipliers", "minimize_bit_widths", "partition",
+    "set_folding",
     "specialize", "streamline", "to_finn", "verify", "with_dataflow_model",
 ]
 
@@ -268,6 +269,51 @@ def specialize(model: ModelWrapper, fpga_part: str) -> ModelWrapper:
     does not change the minimal widths, so this is done once here, not per folding attempt."""
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
 
+    model = model.transform(SpecializeLayers(fpga_part))
+    model = model.transform(GiveUniqueNodeNames())
+    model = model.transform(InferShapes())
+    return minimize_bit_widths(model.transform(InferDataTypes()))
+
+
+_DSP_LAYERS = ("MVAU", "VVAU")  # layers whose multipliers can be DSPs or LUTs
+
+
+def dsp_layers(model: ModelWrapper) -> list[str]:
+    """Names of the specialized MVAU/VVAU layers that multiply in DSP slices (every RTL one;
+    an HLS one unless its resType is "lut")."""
+    names = []
+    for node in model.graph.node:
+        for op in _DSP_LAYERS:
+            if node.op_type == f"{op}_rtl" or (node.op_type == f"{op}_hls" and
+                                               getCustomOp(node).get_nodeattr("resType") != "lut"):
+                names.append(node.name)
+    return names
+
+
+def lut_multipliers(model: ModelWrapper, fpga_part: str) -> ModelWrapper:
+    """`model` (specialized) with every MVAU/VVAU multiplying in LUTs instead of DSP slices:
+    each becomes FINN's HLS layer with resType "lut" (finn-plus's RTL MVAU/VVAU are DSP-only),
+    specialized again for `fpga_part`, bit widths minimized. For a board whose DSPs run out
+    long before its LUTs (PYNQ-Z2: 220 DSP for 53k LUT) at low weight and activation widths.
+    Node names follow FINN's scheme, so they change (MVAU_rtl_3 -> MVAU_hls_3)."""
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from onnx import helper
+
+    model = copy.deepcopy(model)
+    changed = False
+    for node in model.graph.node:
+        op = next((o for o in _DSP_LAYERS if node.op_type in (f"{o}_rtl", f"{o}_hls")), None)
+        if op is None:
+            continue
+        node.op_type, node.domain = op, _HW_DOMAIN
+        kept = [a for a in node.attribute if a.name not in ("preferred_impl_style", "resType")]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+        node.attribute.append(helper.make_attribute("preferred_impl_style", "hls"))
+        node.attribute.append(helper.make_attribute("resType", "lut"))
+        changed = True
+    if not changed:
+        return model
     model = model.transform(SpecializeLayers(fpga_part))
     model = model.transform(GiveUniqueNodeNames())
     model = model.transform(InferShapes())

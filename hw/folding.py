@@ -41,9 +41,18 @@ def _attempt(model, cfg, target: float, wwidth_max: int) -> tuple[object, dict]:
     est = ff.estimates(folded, cfg.fpga_part, clock)
     used, fits = utilisation(est["total"], cfg.board_record, cfg.max_utilisation)
     return folded, {"target_fps": round(target, 1), "mvau_wwidth_max": wwidth_max,
+                    "multipliers": "dsp" if ff.dsp_layers(model) else "lut",
                     "estimated_fps": round(est["throughput_fps"], 1),
                     "bottleneck": est["bottleneck"], **est["total"],
                     "utilisation": {k: round(v, 4) for k, v in used.items()}, "fits": fits}
+
+
+def _dsp_bound(record: dict, cfg) -> bool:
+    """DSPs are what the estimate runs out of, while LUTs are left: the case for moving the
+    multipliers into LUTs."""
+    used = record["utilisation"]
+    return (used["dsp"] > cfg.max_utilisation and used["dsp"] == max(used.values())
+            and used["lut"] < 0.5 * cfg.max_utilisation)
 
 
 def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
@@ -55,13 +64,23 @@ def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
     misses the target, the cap is lifted and the target lowered from where it was until a
     lifted design fits, then raised half-way back (geometrically) while it still fits; the
     fastest design that fits is kept. Returns the folded model and the search: one record per
-    attempt (target, cap, estimated frame rate, resources, utilisation, fits).
+    attempt (target, cap, multipliers, estimated frame rate, resources, utilisation, fits).
+
+    A design that runs out of DSP slices with most LUTs unused is tried again with every
+    MVAU/VVAU multiplying in LUTs (`finn_flow.lut_multipliers`), and the search goes on with
+    those.
     """
+    from hw import finn_flow as ff
+
     target = cfg.effective_target_fps
     search: list[dict] = []
     for _ in range(MAX_ATTEMPTS):
         folded, record = _attempt(model, cfg, target, cfg.mvau_wwidth_max)
         search.append(record)
+        if not record["fits"] and _dsp_bound(record, cfg) and ff.dsp_layers(model):
+            model = ff.lut_multipliers(model, cfg.fpga_part)  # see _faster_with_cap_lifted
+            folded, record = _attempt(model, cfg, target, cfg.mvau_wwidth_max)
+            search.append(record)
         if record["fits"]:
             if record["estimated_fps"] < 0.95 * target:
                 folded, record = _faster_with_cap_lifted(model, cfg, target, folded, record,
@@ -102,15 +121,28 @@ def _lowered(target: float, record: dict, cfg) -> float:
 def _faster_with_cap_lifted(model, cfg, target: float, folded, record: dict,
                             search: list[dict]) -> tuple[object, dict]:
     """The capped design (`folded`, `record`) fits but misses `target`: search targets between
-    its frame rate and `target` with the cap lifted; return the fastest design that fits."""
+    its frame rate and `target` with the cap lifted; return the fastest design that fits.
+
+    When a lifted design runs out of DSP slices with LUTs to spare, the search goes on (once)
+    with every MVAU/VVAU multiplying in LUTs (`finn_flow.lut_multipliers`), at the same
+    target."""
+    from hw import finn_flow as ff
+
     best, best_record = folded, record
     floor = record["estimated_fps"]
     too_high = None  # lowest lifted target known not to fit
+    switched = False
     for _ in range(MAX_LIFTED_ATTEMPTS):
         if target <= floor * 1.05:
             break
         lifted, lifted_record = _attempt(model, cfg, target, LIFTED_WWIDTH_MAX)
         search.append(lifted_record)
+        if not lifted_record["fits"] and not switched and _dsp_bound(lifted_record, cfg) \
+                and ff.dsp_layers(model):
+            switched = True
+            model = ff.lut_multipliers(model, cfg.fpga_part)
+            lifted, lifted_record = _attempt(model, cfg, target, LIFTED_WWIDTH_MAX)
+            search.append(lifted_record)
         if lifted_record["fits"]:
             if lifted_record["estimated_fps"] > best_record["estimated_fps"]:
                 best, best_record = lifted, lifted_record
@@ -120,6 +152,8 @@ def _faster_with_cap_lifted(model, cfg, target: float, folded, record: dict,
         else:
             too_high = target
             target = max(_lowered(target, lifted_record, cfg), floor)
+            if target <= floor * 1.05 and too_high > floor * 1.1:
+                target = (floor * too_high) ** 0.5  # the overshoot says floor: try between
     return best, best_record
 
 
@@ -145,6 +179,13 @@ def apply_folding_file(model, cfg):
                              expected="FINN's folding config: {node name: {attr: value}}")
     names = {n.name for n in model.graph.node}
     unknown = sorted(k for k in config if k != "Defaults" and k not in names)
+    if unknown and ff.dsp_layers(model):
+        # a config from a build whose search moved the multipliers into LUTs names the HLS
+        # layers that this build's RTL ones become then (MVAU_rtl_3 -> MVAU_hls_3)
+        lut_model = ff.lut_multipliers(model, cfg.fpga_part)
+        lut_names = {n.name for n in lut_model.graph.node}
+        if all(k == "Defaults" or k in lut_names for k in config):
+            model, names, unknown = lut_model, lut_names, []
     if unknown:
         raise InputFileError(path, f"names layers this model does not have: {unknown[:5]}",
                              expected=f"layer names of this build, e.g. {sorted(names)[:3]}",

@@ -190,3 +190,52 @@ def test_an_edited_checkpoint_is_caught_at_the_next_step(built, tmp_path, capsys
     assert _build(out, "--from", "label_select") == 2
     err = capsys.readouterr().err
     assert "verification failed after label_select" in err and "edited checkpoint" in err
+
+
+def test_lut_multipliers_compute_the_same_without_dsps(built):
+    """Every MVAU/VVAU moved to LUT multipliers: no DSP layer left, the estimate needs no DSP
+    for them, and the graph computes exactly what the DSP one computes."""
+    from flows.config import BuildConfig
+    from flows.steps import get_step
+    from hw import finn_flow as ff
+
+    cfg = BuildConfig.load(built / "build_config.json")
+    model = get_step("specialize").checkpoint.load(_checkpoint(built, "specialize"), cfg)
+    assert ff.dsp_layers(model), "the BacalhauNet build has DSP layers to move"
+    lut = ff.lut_multipliers(model, cfg.fpga_part)
+    assert not ff.dsp_layers(lut)
+    layers = ff.estimates(ff.set_folding(lut, 20000, cfg.effective_clock_mhz), cfg.fpga_part,
+                          cfg.effective_clock_mhz)["layers"]
+    assert all(l["dsp"] == 0 for l in layers if l["op_type"].startswith(("MVAU", "VVAU")))
+    frames = np.load(built / "data" / "verify_frames.npz")["x"][:3].astype(np.float32)
+    frames = frames.reshape(len(frames), *cfg.model_spec.input_shape)
+    parent = ff.ModelWrapper(str(built / "intermediate" / "partition_parent.onnx"))
+    whole = [ff.with_dataflow_model(parent, m) for m in (model, lut)]
+    assert np.array_equal(ff.execute(whole[0], frames), ff.execute(whole[1], frames))
+
+
+def test_fold_moves_multipliers_to_luts_when_dsps_run_out(built, tmp_path, monkeypatch):
+    """On a board short of DSPs (PYNQ-Z2 with 60 of its 220), the search goes on with LUT
+    multipliers, and the chosen folding file is taken back by --folding."""
+    import dataclasses
+
+    from flows.config import BuildConfig
+    from flows.steps import get_step
+    from hw import boards, finn_flow as ff
+    from hw.folding import apply_folding_file, fold_to_fit, write_folding_config
+
+    real = boards.get_board("pynq-z2")
+    few_dsps = dataclasses.replace(real, resources=dataclasses.replace(real.resources, dsp=60))
+    monkeypatch.setattr(boards, "get_board", lambda name: few_dsps)
+    cfg = BuildConfig.load(built / "build_config.json")
+    model = get_step("specialize").checkpoint.load(_checkpoint(built, "specialize"), cfg)
+    folded, search = fold_to_fit(model, cfg)
+    chosen = next(s for s in search if s.get("chosen"))
+    assert any(s["multipliers"] == "dsp" and not s["fits"] for s in search)
+    assert chosen["multipliers"] == "lut" and chosen["fits"] and chosen["dsp"] <= 0.9 * 60
+    assert not ff.dsp_layers(folded)
+    path = tmp_path / "folding.json"
+    write_folding_config(folded, path)
+    cfg.folding = str(path)
+    again = apply_folding_file(model, cfg)  # names the HLS layers the RTL ones become
+    assert [n.name for n in again.graph.node] == [n.name for n in folded.graph.node]
