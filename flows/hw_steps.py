@@ -222,8 +222,9 @@ def step_partition(model, cfg: BuildConfig):
     """Split off the dataflow partition: every HW layer in one StreamingDataflowPartition.
 
     The parent graph (what stays in software around it) is saved as
-    `intermediate/partition_parent.onnx` and listed in `report/partition.json`; the flow
-    continues with the dataflow model.
+    `intermediate/partition_parent.onnx` and listed in `report/partition.json`, each node with
+    its role and why it is not in HW (a HostPartition with the names of the model's nodes it
+    runs); the flow continues with the dataflow model.
     """
     ff = _finn(cfg)
     try:
@@ -233,13 +234,49 @@ def step_partition(model, cfg: BuildConfig):
     with atomic_path(cfg.intermediate_dir / PARENT_NAME) as tmp:
         parent.save(str(tmp))
     child = ff.dataflow_model(parent)
-    software = [{"name": n.name, "op_type": n.op_type} for n in parent.graph.node
+    software = [_software_node(parent, n) for n in parent.graph.node
                 if n.op_type != "StreamingDataflowPartition"]
     summary = {"software_nodes": software, "hw_nodes": len(child.graph.node),
                "hw_op_types": sorted({n.op_type for n in child.graph.node})}
     atomic_write_text(cfg.report_dir / "partition.json", json.dumps(summary, indent=2) + "\n")
     _verify("partition", child, model, cfg, dataflow=True)
     return child
+
+
+def _software_node(parent, node) -> dict:
+    """One node left outside the HW partition, for `report/partition.json`: its name, op type,
+    role and why it is software."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    entry = {"name": node.name, "op_type": node.op_type}
+    inputs = {i.name for i in parent.graph.input}
+    readers = parent.find_consumers(node.output[0]) if node.output else []
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+    if node.op_type == "Transpose" and perm == [0, 2, 3, 1] and readers and all(
+            r.op_type == "StreamingDataflowPartition" for r in readers):
+        entry.update(role="input layout change",
+                     why="the host passes frames channels-first (NCHW); the HW layers stream "
+                         "channels-last (NHWC)")
+    elif node.op_type == "HostPartition":
+        names = list(getCustomOp(node).get_nodeattr("node_names"))
+        entry.update(role="host part of the model",
+                     why="computed in software from the raw frame by the model's definition "
+                         "(ops FINN has no HW layer for), with the layers that combine it with "
+                         "the HW result",
+                     host_nodes=names,  # node names of intermediate/02_export_qonnx.onnx
+                     host_op_types=sorted({n.op_type for n in
+                                           getCustomOp(node).get_nodeattr("body").node}))
+    elif node.op_type == "TopK" and parent.find_producer(node.input[0]) is not None and \
+            parent.find_producer(node.input[0]).op_type == "HostPartition":
+        entry.update(role="top-1 class of the host part's logits",
+                     why="the classifier producing the logits runs on the host")
+    elif node.input and node.input[0] in inputs:
+        entry.update(role="input preprocessing",
+                     why="float arithmetic on the raw frame before the input quantizer; FINN's "
+                         "HW layers except thresholds and elementwise ops take integer inputs")
+    else:
+        entry.update(role="software", why="not mapped to a HW layer")
+    return entry
 
 
 @build_step("specialize", ONNX_CHECKPOINT)

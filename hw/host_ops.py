@@ -44,7 +44,8 @@ class HostPartition(CustomOp):
         return {
             "body": ("g", True, None),  # the host part: standard ONNX ops only
             "opset": ("i", True, 0),  # default-domain opset of the body
-            "node_names": ("strings", False, []),  # names of the nodes moved here, for reports
+            # the model's nodes moved here (names in the QONNX export), for reports
+            "node_names": ("strings", False, []),
         }
 
     def _body_output(self, index: int):

@@ -657,9 +657,6 @@ class AbsorbLinearIntoHostPartition(Transformation):
                                                         const_name))
         body.node.insert(0, helper.make_node(producer.op_type, [new_input, const_name],
                                              [inner], name="host_" + producer.name))
-        names = get_by_name(host.attribute, "node_names")
-        if names is not None:
-            names.strings.insert(0, producer.name.encode())
         host.input[index] = producer.input[0]
         model.graph.node.remove(producer)
 
