@@ -482,23 +482,19 @@ class SplitOffHostBranch(Transformation):
                         stack.append(p)
             return out
 
-        seeds = [n for n in nodes if n.op_type not in self.mappable and dynamic_inputs(n)]
+        seeds = [n for n in nodes if dynamic_inputs(n) and (
+            n.op_type not in self.mappable or _beyond_4d(model, n))]
         if not seeds:
             return model, False
-        seed_ids = {id(s) for s in seeds}
+        blocked = []  # (seed, the layer it is computed from)
         for seed in seeds:
-            above = ancestors(seed)
-            if any(id(a) in seed_ids for a in above):
-                continue  # computed from another such node: judged there
-            layer = next((a for a in above if a.op_type in _LAYER_OP_TYPES
+            layer = next((a for a in ancestors(seed) if a.op_type in _LAYER_OP_TYPES
                           or (a.op_type in _QUANT_OP_TYPES and
                               a.input[0] in producers | dict.fromkeys(graph_inputs))), None)
             if layer is not None:
-                raise ToolchainError(
-                    f"node {seed.name} ({seed.op_type}) has no FINN HW layer and is computed "
-                    f"from the output of {layer.name} ({layer.op_type}): it is part of the "
-                    "network, not a branch the host computes from the raw input, so it cannot "
-                    "be left to the host")
+                blocked.append((seed, layer))
+        if blocked:
+            raise ToolchainError(_unmappable_message(model, blocked))
         host: set[int] = set()
         stack = list(seeds)
         while stack:  # everything computed from a host node
@@ -538,6 +534,38 @@ class SplitOffHostBranch(Transformation):
             graph.node.remove(n)
         graph.node.append(host_node)  # nothing outside the host reads its output
         return model.transform(InferShapes()), False
+
+
+def _beyond_4d(model: ModelWrapper, node) -> bool:
+    """Does `node` make a tensor of more than 4 dimensions (FINN streams 4-D NHWC tensors)?"""
+    return any(len(model.get_tensor_shape(o) or ()) > 4 for o in node.output)
+
+
+def _unmappable_reason(model: ModelWrapper, node) -> str:
+    if _beyond_4d(model, node):
+        return (f"{node.op_type} to a 5-D or wider tensor (a channel shuffle is one): FINN's HW "
+                "layers stream 4-D NHWC tensors; a channel permutation would have to be folded "
+                "into the weights of the layer producing it")
+    if node.op_type in ("Sigmoid", "Tanh", "Exp", "Softmax"):
+        return (f"no HW layer for {node.op_type}; followed by a quantizer it could become "
+                "thresholds, which neither FINN nor this flow does yet")
+    return f"no FINN HW layer for {node.op_type}"
+
+
+def _unmappable_message(model: ModelWrapper, blocked) -> str:
+    """All nodes FINN cannot map inside the network, grouped by why."""
+    groups: dict[str, list[str]] = {}
+    for seed, _layer in blocked:
+        groups.setdefault(_unmappable_reason(model, seed), []).append(seed.name)
+    parts = []
+    for reason, names in groups.items():
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        parts.append(f"{shown}: {reason}")
+    first, layer = blocked[0]
+    return (f"{len(blocked)} nodes cannot be mapped onto FINN HW layers and are computed from "
+            f"the network's layers (node {first.name} ({first.op_type}) from {layer.name} "
+            f"({layer.op_type})), so they cannot be left to the host either (only a branch "
+            "computed from the raw input can): " + "; ".join(parts))
 
 
 def _host_body(model: ModelWrapper, host_nodes, inputs, outputs):
