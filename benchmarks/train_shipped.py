@@ -101,8 +101,11 @@ SYNTHETIC_RUNS: tuple[SyntheticRun, ...] = (
     # RML2016 CNNs without a normalisation layer: they learn since their constant input gain
     # (models/oshea.py INPUT_GAIN); before it they stayed at chance
     SyntheticRun("hakimi7", epochs=20, frames_per_cell=128, lr=1e-3),
+    # O'Shea learns little in the steps that fit: this run reached 12.4 % (chance 9.1 %); runs
+    # on all 6,382 frames for 12-15 epochs at lr 1e-3 or 3e-4 stayed at chance (loss ln 11
+    # from epoch 2: the 2.6 M-weight dense layer's ReLUs die)
     SyntheticRun("oshea", epochs=5, frames_per_cell=128, max_frames=5000, lr=1e-3,
-                 note="5,000 training frames (2.8 M parameters, ~35 frames/s)"),
+                 note="5,000 training frames, 5 epochs: 12.4 %, barely above chance"),
     SyntheticRun("imperial", epochs=3, max_frames=12000, prune_rounds=2, prune_fraction=0.15,
                  finetune_epochs=2, kd_from_unpruned=True,
                  note="12,000 training frames; pruning 2 x 15 % with 2 (not 20) fine-tuning "

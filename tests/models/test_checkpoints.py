@@ -63,3 +63,20 @@ def test_malformed_packed_entry_is_one_clear_error(tmp_path):
                path)
     with pytest.raises(InputFileError, match="malformed 'packed_weights'"):
         read_checkpoint_file(path)
+
+
+def test_every_zoo_model_ships_a_labelled_checkpoint():
+    """Every zoo model has a shipped checkpoint that loads into it at its bits, says it was
+    trained on synthetic data, and carries its measured test accuracy."""
+    from models.checkpoints import load_checkpoint, shipped_checkpoint
+    from models.registry import model_names
+
+    for name in model_names():
+        path = shipped_checkpoint(name)
+        assert path is not None, f"{name}: no models/weights/{name}.pt"
+        ckpt = read_checkpoint_file(path)
+        assert ckpt["model"] == name and ckpt["dataset"]["synthetic"] is True, name
+        assert 0.0 < ckpt["evaluation"]["accuracy"] <= 1.0, name
+        assert len(ckpt["evaluation"]["per_snr"]) >= 10, name
+        model = build_model(name, weight_bits=ckpt["weight_bits"], act_bits=ckpt["act_bits"])
+        load_checkpoint(model, path, name, ckpt["weight_bits"], ckpt["act_bits"])
