@@ -66,6 +66,7 @@ from flows.errors import ToolchainError
 from hw.qonnx_fixes import apply_qonnx_fixes
 from hw.transforms import (
     OUTPUT_SCALE_KEY,
+    AbsorbChannelPermutationIntoConv,
     AbsorbLinearIntoHostPartition,
     AbsorbTransposeIntoFlattenStrict,
     ConvBiasQuantParamsAs1d,
@@ -74,6 +75,7 @@ from hw.transforms import (
     LiftConv1dTo2d,
     MakeForkedMaxPoolNHWC,
     MoveLinearPastEltwiseAddForkSafe,
+    QuantSigmoidToMultiThreshold,
     RecordTopKInputScale,
     RepeatUntilFixpoint,
     SplitOffHostBranch,
@@ -143,6 +145,8 @@ def to_finn(model: ModelWrapper) -> ModelWrapper:
     model = cleanup_model(model)
     model = model.transform(LiftConv1dTo2d())  # QuantConv1d graphs: (N, C, L) -> (N, C, 1, L)
     model = model.transform(ConvBiasQuantParamsAs1d())  # int32 Conv biases (qonnx bug)
+    model = model.transform(AbsorbChannelPermutationIntoConv())  # channel shuffles (5-D)
+    model = model.transform(QuantSigmoidToMultiThreshold())  # quantized sigmoids: thresholds
     # what the model computes in software from the raw frame becomes one HostPartition node
     model = model.transform(SplitOffHostBranch())
     model = model.transform(ConvertQONNXtoFINN())
@@ -209,7 +213,11 @@ def insert_topk(model: ModelWrapper, k: int = 1) -> ModelWrapper:
 def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
     """Map the streamlined graph onto FINN HW layers, thresholds standalone (not embedded in
     MVAU/VVAU, where 6-bit activations on ~17-bit accumulators cost ~1.1k LUT per PE), then
-    minimize weight and accumulator widths (the residual adds become UINT7, not INT32)."""
+    minimize weight and accumulator widths (the residual adds become UINT7, not INT32).
+
+    An elementwise join of two computed tensors of different shapes (a broadcast) is refused
+    first, naming the node and what reaches it."""
+    _check_no_broadcast_joins(model)
     for transformation in (
         InferThresholdingLayer(),  # before the MatMul conversions: keeps thresholds standalone
         InferQuantizedMatrixVectorActivation(),
@@ -228,6 +236,31 @@ def convert_to_hw(model: ModelWrapper) -> ModelWrapper:
     ):
         model = model.transform(transformation)
     return minimize_bit_widths(model)
+
+
+def _check_no_broadcast_joins(model: ModelWrapper) -> None:
+    """Refuse an Add/Sub/Mul of two computed tensors of different shapes (a broadcast), with
+    what reaches it: the flow has no mapping for it (ulcnn's channel attention multiplies the
+    feature map by a per-channel mask computed from that same feature map)."""
+    for node in model.graph.node:
+        if node.op_type not in ("Add", "Sub", "Mul") or len(node.input) != 2:
+            continue
+        if any(model.get_initializer(t) is not None for t in node.input):
+            continue
+        shapes = [model.get_tensor_shape(t) for t in node.input]
+        if shapes[0] == shapes[1]:
+            continue
+        inputs = " and ".join(f"{t} {shape} {model.get_tensor_datatype(t).name}"
+                              for t, shape in zip(node.input, shapes))
+        floats = any(not model.get_tensor_datatype(t).is_integer() for t in node.input)
+        raise ToolchainError(
+            f"node {node.name} ({node.op_type}) combines {inputs}: one broadcast over the "
+            "other (e.g. a channel attention mask over its feature map), which this flow "
+            "cannot map onto HW layers"
+            + ("; the float inputs are integer tensors times their scales, and no streamlining "
+               "moves scales past a product of two computed tensors" if floats else "")
+            + "; in a stream the feature map would also wait in a buffer for a whole frame "
+              "until the mask computed from it is ready")
 
 
 def partition(model: ModelWrapper, partition_dir: str | Path) -> ModelWrapper:

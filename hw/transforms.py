@@ -22,9 +22,10 @@ from qonnx.util.basic import get_by_name
 
 __all__ = [
     "FINN_MAPPABLE_OP_TYPES", "OUTPUT_SCALE_KEY", "AbsorbLinearIntoHostPartition",
-    "AbsorbTransposeIntoFlattenStrict", "ConvBiasQuantParamsAs1d",
+    "AbsorbChannelPermutationIntoConv", "AbsorbTransposeIntoFlattenStrict",
+    "ConvBiasQuantParamsAs1d",
     "InferDuplicateStreamsBetweenHWLayers", "IntegerizeAddConstant", "LiftConv1dTo2d",
-    "MakeForkedMaxPoolNHWC", "MoveLinearPastEltwiseAddForkSafe", "RecordTopKInputScale", "RepeatUntilFixpoint",
+    "MakeForkedMaxPoolNHWC", "MoveLinearPastEltwiseAddForkSafe", "QuantSigmoidToMultiThreshold", "RecordTopKInputScale", "RepeatUntilFixpoint",
     "SplitOffHostBranch",
 ]
 
@@ -426,7 +427,7 @@ FINN_MAPPABLE_OP_TYPES = frozenset({
     "Quant", "BipolarQuant", "Trunc", "MultiThreshold", "Conv", "MatMul", "Gemm",
     "BatchNormalization", "Relu", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool",
     "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Transpose", "Concat",
-    "Identity", "Pad", "Clip", "TopK",
+    "Identity", "Pad", "Clip", "TopK", "Unsqueeze", "Squeeze",
 })
 
 # Layers that make a feature map (what a host branch must not be computed from).
@@ -800,3 +801,186 @@ class AbsorbTransposeIntoFlattenStrict(Transformation):
             return False
         target = model.get_initializer(node.input[1])
         return target is not None and list(np.asarray(target).reshape(-1)) == [1, -1]
+
+
+class AbsorbChannelPermutationIntoConv(Transformation):
+    """Fold a channel permutation written as Reshape -> Transpose -> Reshape (ShuffleNet's
+    channel shuffle: (N, C, H, W) -> (N, G, C/G, H, W) -> swap -> (N, C, H, W)) into the
+    output channels of the Conv that produces its input.
+
+    FINN streams 4-D NHWC tensors and has no layer for the 5-D intermediate. A permutation of
+    output channels is free in the producing Conv: its weight rows and bias, and every
+    per-channel parameter between it and the shuffle (BatchNorm, per-channel quantizer scales,
+    constant Add/Mul), are permuted instead. The nodes between must be per-channel ops that
+    feed nothing else, and the Conv must not be grouped. Works on QONNX graphs (weights as
+    Quant of an initializer, as exported).
+    """
+
+    PER_CHANNEL = ("Quant", "Relu", "BatchNormalization", "Add", "Mul", "Identity")
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        for node in model.graph.node:
+            found = self._shuffle(model, node)
+            if found is None:
+                continue
+            first, last, source = found
+            chain = self._chain_to_conv(model, first.input[0])
+            if chain is None:
+                continue
+            for chain_node in chain:
+                self._permute_params(model, chain_node, source)
+            # the permuted tensor takes the shuffle's output name: its readers stay as they are
+            chain[0].output[0] = last.output[0]
+            transpose = model.find_producer(last.input[0])
+            for dead in (last, transpose, first):
+                model.graph.node.remove(dead)
+            return model.transform(InferShapes()), True
+        return model, False
+
+    @staticmethod
+    def _shuffle(model: ModelWrapper, node):
+        """(first Reshape, last Reshape, source channel of every output channel) if `node` is
+        the first Reshape of a channel permutation on a 4-D tensor; else None."""
+        if node.op_type != "Reshape":
+            return None
+        shape_in = model.get_tensor_shape(node.input[0])
+        consumers = model.find_consumers(node.output[0])
+        if shape_in is None or len(shape_in) != 4 or len(consumers) != 1:
+            return None
+        transpose = consumers[0]
+        if transpose.op_type != "Transpose":
+            return None
+        after = model.find_consumers(transpose.output[0])
+        if len(after) != 1 or after[0].op_type != "Reshape":
+            return None
+        last = after[0]
+        if model.get_tensor_shape(last.output[0]) != shape_in:
+            return None
+        shapes = [model.get_initializer(n.input[1]) for n in (node, last)]
+        if any(s is None for s in shapes):
+            return None
+        n, c, h, w = shape_in
+        probe = np.arange(c * h * w, dtype=np.int64).reshape(1, c, h, w)
+        split = [1] + [int(d) for d in shapes[0][1:]]  # the probe is a batch of one
+        try:
+            moved = probe.reshape(split).transpose(_perm(transpose)).reshape(1, c, h, w)
+        except ValueError:
+            return None
+        source = moved[0, :, 0, 0] // (h * w)
+        if not np.array_equal(moved, probe[:, source]):  # not a pure channel permutation
+            return None
+        return node, last, source
+
+    def _chain_to_conv(self, model: ModelWrapper, tensor: str):
+        """The nodes from the producing Conv down to `tensor`, if all are per-channel ops
+        feeding only the next one; else None."""
+        chain = []
+        while True:
+            producer = model.find_producer(tensor)
+            if producer is None or len(model.find_consumers(tensor)) != 1:
+                return None
+            chain.append(producer)
+            if producer.op_type == "Conv":
+                group = get_by_name(producer.attribute, "group")
+                return chain if group is None or group.i == 1 else None
+            if producer.op_type not in self.PER_CHANNEL:
+                return None
+            dynamic = [t for t in producer.input if model.get_initializer(t) is None and
+                       model.find_producer(t) is not None and
+                       not _is_constant_quant(model, model.find_producer(t))]
+            if len(dynamic) != 1 or dynamic[0] != producer.input[0]:
+                return None
+            tensor = producer.input[0]
+
+    @staticmethod
+    def _permute_params(model: ModelWrapper, node, source) -> None:
+        channels = len(source)
+        params = list(node.input[1:])
+        if node.op_type == "Conv":
+            weight = model.find_producer(node.input[1])
+            params = ([node.input[1]] if weight is None else list(weight.input)) + \
+                list(node.input[2:])
+            bias = model.find_producer(node.input[2]) if len(node.input) > 2 else None
+            if bias is not None:
+                params += list(bias.input)
+        for name in params:
+            value = model.get_initializer(name)
+            if value is None or value.ndim == 0 or value.size == 1:
+                continue
+            axis = next((a for a, d in enumerate(value.shape) if d == channels and
+                         (a == 0 or value.ndim == 4)), None)
+            if node.op_type in ("Add", "Mul", "Quant") and value.ndim == 4:
+                axis = 1 if value.shape[1] == channels else None
+            if node.op_type == "Conv" or node.op_type == "BatchNormalization":
+                axis = 0 if value.shape[0] == channels else None
+            if axis is None:
+                raise ValueError(f"{node.name}: cannot tell the channel axis of {name} "
+                                 f"{value.shape}")
+            model.set_initializer(name, np.take(value, source, axis=axis))
+
+
+def _is_constant_quant(model: ModelWrapper, node) -> bool:
+    return node.op_type == "Quant" and all(model.get_initializer(t) is not None
+                                           for t in node.input)
+
+
+class QuantSigmoidToMultiThreshold(Transformation):
+    """Sigmoid -> Quant (unsigned or signed, zero point 0, per-tensor scale s) becomes
+    MultiThreshold -> Mul(s): level k is reached where sigmoid(x) / s >= k - 1/2, that is at
+    x >= logit((k - 1/2) s), so the thresholds are those logits.
+
+    FINN has no HW layer for Sigmoid and qonnx's `ConvertQuantActToMultiThreshold` handles
+    only quantizers after ReLU, HardTanh and identity. A quantized monotonic activation is a
+    staircase, which is what thresholds compute; the streamlining then absorbs the scales in
+    front into them as for any other activation. Levels that sigmoid cannot reach get a
+    threshold beyond any input (+-3.4e38).
+    """
+
+    def apply(self, model: ModelWrapper) -> tuple[ModelWrapper, bool]:
+        from qonnx.custom_op.general.intquant import max_int, min_int
+
+        for node in model.graph.node:
+            if node.op_type != "Sigmoid":
+                continue
+            readers = model.find_consumers(node.output[0])
+            if len(readers) != 1 or readers[0].op_type != "Quant":
+                continue
+            quant = readers[0]
+            scale, zeropt, bits = (model.get_initializer(t) for t in quant.input[1:4])
+            if scale is None or zeropt is None or bits is None or scale.size != 1 or \
+                    np.any(zeropt != 0):
+                continue
+            attrs = {a.name: helper.get_attribute_value(a) for a in quant.attribute}
+            signed, narrow = int(attrs.get("signed", 1)), int(attrs.get("narrow", 0))
+            mode = attrs.get("rounding_mode", b"ROUND")
+            if (mode.decode() if isinstance(mode, bytes) else mode).upper() not in \
+                    ("ROUND", "HALF_EVEN"):
+                continue
+            lo = int(min_int(signed, narrow, float(bits)))
+            hi = int(max_int(signed, narrow, float(bits)))
+            s = float(scale.item())
+            p = (np.arange(lo + 1, hi + 1, dtype=np.float64) - 0.5) * s
+            with np.errstate(divide="ignore", invalid="ignore"):
+                thresholds = np.where(p <= 0, -np.inf, np.where(
+                    p >= 1, np.inf, np.log(p) - np.log1p(-p)))
+            big = float(np.finfo(np.float32).max)
+            thresholds = np.clip(thresholds, -big, big).astype(np.float32)[None, :]
+            t_name = model.make_new_valueinfo_name()
+            model.set_initializer(t_name, thresholds)
+            levels = model.make_new_valueinfo_name()
+            s_name = model.make_new_valueinfo_name()
+            model.set_initializer(s_name, np.asarray(s, dtype=np.float32))
+            out_dtype = f"INT{int(bits)}" if signed else f"UINT{int(bits)}"
+            index = list(model.graph.node).index(node)
+            new = [helper.make_node("MultiThreshold", [node.input[0], t_name], [levels],
+                                    domain="qonnx.custom_op.general", out_dtype=out_dtype,
+                                    out_bias=float(lo), name=node.name + "_thresholds"),
+                   helper.make_node("Mul", [levels, s_name], [quant.output[0]],
+                                    name=quant.name + "_scale")]
+            model.graph.node.remove(node)
+            model.graph.node.remove(quant)
+            for offset, n in enumerate(new):
+                model.graph.node.insert(index + offset, n)
+            model.set_tensor_datatype(levels, DataType[out_dtype])
+            return model.transform(InferShapes()).transform(InferDataTypes()), True
+        return model, False

@@ -547,3 +547,77 @@ def test_duplicate_streams_only_between_hw_layers():
     assert model.get_nodes_by_op_type("DuplicateStreams") == []
     both_hw = _input_fork("MultiThreshold").transform(InferDuplicateStreamsBetweenHWLayers())
     assert len(both_hw.get_nodes_by_op_type("DuplicateStreams")) == 1
+
+
+# --- AbsorbChannelPermutationIntoConv ----------------------------------------------------------
+
+def _conv_then_shuffle(groups=2, conv_group=1):
+    """Conv (6 channels, bias) -> BatchNorm -> Relu -> channel shuffle (5-D) -> output."""
+    c = 6
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[1, 3], pads=[0, 1, 0, 1],
+                         group=conv_group, name="conv"),
+        helper.make_node("BatchNormalization", ["c", "g", "beta", "mu", "var"], ["n"], name="bn"),
+        helper.make_node("Relu", ["n"], ["r"], name="relu"),
+        helper.make_node("Reshape", ["r", "s5"], ["r5"], name="split_groups"),
+        helper.make_node("Transpose", ["r5"], ["t5"], perm=[0, 2, 1, 3, 4], name="swap"),
+        helper.make_node("Reshape", ["t5", "s4"], ["y"], name="merge_groups"),
+    ]
+    rng = np.random.default_rng(4)
+    cin = c if conv_group == c else 2
+    model = _model(nodes, [("x", [1, cin, 1, 8])], [("y", [1, c, 1, 8])],
+                   {"w": rng.normal(size=(c, cin // conv_group, 1, 3)), "b": rng.normal(size=c),
+                    "g": rng.uniform(0.5, 2, c), "beta": rng.normal(size=c),
+                    "mu": rng.normal(size=c), "var": rng.uniform(0.5, 2, c)})
+    model.set_initializer("s5", np.asarray([1, groups, c // groups, 1, 8], np.int64))
+    model.set_initializer("s4", np.asarray([1, c, 1, 8], np.int64))
+    model = model.transform(InferShapes())
+    feed = {"x": rng.normal(size=(1, cin, 1, 8)).astype(np.float32)}
+    return model, feed
+
+
+def test_channel_shuffle_folds_into_the_conv():
+    from hw.transforms import AbsorbChannelPermutationIntoConv
+
+    model, feed = _conv_then_shuffle()
+    ref = execute_onnx(model, feed)
+    fixed = model.transform(AbsorbChannelPermutationIntoConv())
+    assert sorted(n.op_type for n in fixed.graph.node) == ["BatchNormalization", "Conv", "Relu"]
+    assert _same(_run(fixed, feed), ref)
+
+
+def test_channel_shuffle_after_a_grouped_conv_stays():
+    from hw.transforms import AbsorbChannelPermutationIntoConv
+
+    model, _ = _conv_then_shuffle(conv_group=6)
+    fixed = model.transform(AbsorbChannelPermutationIntoConv())
+    assert "Transpose" in [n.op_type for n in fixed.graph.node]
+
+
+# --- QuantSigmoidToMultiThreshold --------------------------------------------------------------
+
+def _quant_sigmoid(bits=4, scale=1 / 15):
+    nodes = [helper.make_node("Sigmoid", ["x"], ["p"], name="sigmoid"),
+             _quant("q", "p", "y", bits, signed=0)]
+    model = _model(nodes, [("x", [1, 64])], [("y", [1, 64])],
+                   {"q_s": scale, "q_z": 0.0, "q_b": float(bits)})
+    feed = {"x": np.linspace(-6, 6, 64, dtype=np.float32)[None, :]}
+    return model, feed
+
+
+def test_stock_qonnx_to_finn_keeps_the_sigmoid():
+    from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
+
+    model, _ = _quant_sigmoid()
+    assert "Sigmoid" in [n.op_type for n in model.transform(ConvertQONNXtoFINN()).graph.node]
+
+
+def test_quant_sigmoid_becomes_thresholds():
+    from hw.transforms import QuantSigmoidToMultiThreshold
+
+    for bits, scale in ((4, 1 / 15), (3, 0.2)):  # 0.2 x 7 > 1: the top levels are unreachable
+        model, feed = _quant_sigmoid(bits, scale)
+        ref = execute_onnx(model, feed)
+        fixed = model.transform(QuantSigmoidToMultiThreshold())
+        assert [n.op_type for n in fixed.graph.node] == ["MultiThreshold", "Mul"]
+        assert _same(_run(fixed, feed), ref)
