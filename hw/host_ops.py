@@ -81,5 +81,5 @@ class HostPartition(CustomOp):
             context[outer] = value
 
     def verify_node(self):
-        return [f"{self.onnx_node.name}: HostPartition with "
-                f"{len(self.get_nodeattr('body').node)} host nodes"]
+        count = len(self.get_nodeattr("body").node)
+        return [f"{self.onnx_node.name}: HostPartition with {count} host nodes"]

@@ -21,11 +21,20 @@ from qonnx.transformation.infer_shapes import InferShapes
 from qonnx.util.basic import get_by_name
 
 __all__ = [
-    "FINN_MAPPABLE_OP_TYPES", "OUTPUT_SCALE_KEY", "AbsorbLinearIntoHostPartition",
-    "AbsorbChannelPermutationIntoConv", "AbsorbTransposeIntoFlattenStrict",
+    "FINN_MAPPABLE_OP_TYPES",
+    "OUTPUT_SCALE_KEY",
+    "AbsorbChannelPermutationIntoConv",
+    "AbsorbLinearIntoHostPartition",
+    "AbsorbTransposeIntoFlattenStrict",
     "ConvBiasQuantParamsAs1d",
-    "InferDuplicateStreamsBetweenHWLayers", "IntegerizeAddConstant", "LiftConv1dTo2d",
-    "MakeForkedMaxPoolNHWC", "MoveLinearPastEltwiseAddForkSafe", "QuantSigmoidToMultiThreshold", "RecordTopKInputScale", "RepeatUntilFixpoint",
+    "InferDuplicateStreamsBetweenHWLayers",
+    "IntegerizeAddConstant",
+    "LiftConv1dTo2d",
+    "MakeForkedMaxPoolNHWC",
+    "MoveLinearPastEltwiseAddForkSafe",
+    "QuantSigmoidToMultiThreshold",
+    "RecordTopKInputScale",
+    "RepeatUntilFixpoint",
     "SplitOffHostBranch",
 ]
 
@@ -859,7 +868,7 @@ class AbsorbChannelPermutationIntoConv(Transformation):
         shapes = [model.get_initializer(n.input[1]) for n in (node, last)]
         if any(s is None for s in shapes):
             return None
-        n, c, h, w = shape_in
+        _, c, h, w = shape_in
         probe = np.arange(c * h * w, dtype=np.int64).reshape(1, c, h, w)
         split = [1] + [int(d) for d in shapes[0][1:]]  # the probe is a batch of one
         try:

@@ -9,16 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
-from qonnx.core.datatype import DataType
-from qonnx.core.modelwrapper import ModelWrapper
-from qonnx.core.onnx_exec import execute_onnx
-from qonnx.transformation.base import Transformation
-from qonnx.transformation.infer_datatypes import InferDataTypes
-from qonnx.transformation.infer_shapes import InferShapes
-from qonnx.transformation.insert_topk import InsertTopK
-from qonnx.util.basic import qonnx_make_model
-
 from finn.transformation.fpgadataflow.convert_to_hw.elementwise_binary_operation import (
     InferElementwiseBinaryOperation,
 )
@@ -28,6 +18,16 @@ from finn.transformation.streamline.reorder import (
     MoveLinearPastEltwiseAdd,
     MoveLinearPastFork,
 )
+from onnx import TensorProto, helper
+from qonnx.core.datatype import DataType
+from qonnx.core.modelwrapper import ModelWrapper
+from qonnx.core.onnx_exec import execute_onnx
+from qonnx.transformation.base import Transformation
+from qonnx.transformation.infer_datatypes import InferDataTypes
+from qonnx.transformation.infer_shapes import InferShapes
+from qonnx.transformation.insert_topk import InsertTopK
+from qonnx.util.basic import get_by_name, qonnx_make_model
+
 from hw.transforms import (
     OUTPUT_SCALE_KEY,
     IntegerizeAddConstant,
@@ -392,8 +392,10 @@ def test_strict_absorb_keeps_a_transpose_with_spatial_extent():
     from hw.transforms import AbsorbTransposeIntoFlattenStrict
 
     model, feed = _transpose_then_reshape([1, -1], spatial=(1, 3))  # moves data: must stay
+    ref = execute_onnx(model, feed)
     fixed = model.transform(AbsorbTransposeIntoFlattenStrict())
     assert [n.op_type for n in fixed.graph.node] == ["Transpose", "Reshape"]
+    assert _same(_run(fixed, feed), ref)
 
 
 # --- SplitOffHostBranch / HostPartition / AbsorbLinearIntoHostPartition ------------------------
@@ -447,9 +449,9 @@ def test_split_off_host_branch_moves_statistics_and_classifier_to_one_node():
     assert ops == ["Conv", "Flatten", "HostPartition", "Quant", "Quant", "Relu"]
     host = split.get_nodes_by_op_type("HostPartition")[0]
     assert list(host.input) == ["x", "feat"]
-    names = [s.decode() for s in get_by_name_attr(host, "node_names").strings]
+    names = [s.decode() for s in get_by_name(host.attribute, "node_names").strings]
     assert names == ["view", "square", "mean", "stat", "q_st", "concat", "classifier"]
-    body_ops = {n.op_type for n in get_by_name_attr(host, "body").g.node}
+    body_ops = {n.op_type for n in get_by_name(host.attribute, "body").g.node}
     assert "Quant" not in body_ops and {"Clip", "Round"} <= body_ops  # plain ONNX
     assert _same(_run(split, feed), ref)
 
@@ -498,14 +500,10 @@ def test_split_leaves_a_fully_mappable_graph_alone():
     assert network.transform(SplitOffHostBranch()).get_nodes_by_op_type("HostPartition") == []
 
 
-def get_by_name_attr(node, name):
-    return next(a for a in node.attribute if a.name == name)
-
-
 def test_topk_behind_a_host_part_records_scale_one():
     from hw.transforms import SplitOffHostBranch
 
-    model, feed = _two_branch()
+    model, _ = _two_branch()
     split = model.transform(SplitOffHostBranch()).transform(InsertTopK(k=1))
     split = split.transform(InferShapes()).transform(RecordTopKInputScale())
     assert float(split.get_metadata_prop(OUTPUT_SCALE_KEY)) == 1.0
