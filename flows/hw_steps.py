@@ -9,7 +9,8 @@ appended to `OUT/report/verification.json`; a mismatch stops the build, names th
 first diverging node, and leaves frames, logits and the model in `OUT/report/mismatch/`.
 
 After `partition` the flow carries the HW-only dataflow model; the parent graph (input
-layout change + one StreamingDataflowPartition) is kept beside it in `intermediate/`.
+layout change + one StreamingDataflowPartition, and a model's host part: a HostPartition) is
+kept beside it in `intermediate/`.
 """
 
 from __future__ import annotations
