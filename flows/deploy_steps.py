@@ -22,16 +22,35 @@ def step_deploy(model, cfg: BuildConfig):
     golden classes; `README.md` the two commands to run on the board. The package is checked
     by running its test set through the emulate backend: every class must equal the golden
     model's, else the step fails.
+
+    A graph that keeps software the board driver cannot run (a model's host part, e.g.
+    imperial's input average pool, statistics branch and classifier) gets no package: the step
+    says why in `report/deploy_skipped.json` and on the console, and the build goes on.
     """
+    import json
+
     import numpy as np
 
     from flows.errors import ToolchainError
+    from flows.fileio import atomic_write_text
     from flows.hw_steps import _finn, _parent
-    from hw.deploy import write_deploy_package
+    from flows.runner import console
+    from hw.deploy import HostPartUnsupported, write_deploy_package
     from hw.driver.accelerator import Accelerator
 
     _finn(cfg)
-    out = write_deploy_package(model, _parent(cfg), cfg)
+    skipped = cfg.report_dir / "deploy_skipped.json"
+    if skipped.exists():
+        skipped.unlink()  # from an earlier run of this step
+    try:
+        out = write_deploy_package(model, _parent(cfg), cfg)
+    except HostPartUnsupported as exc:
+        reason = (f"no deploy package for {cfg.model}: {exc}. The accelerator's code is in "
+                  f"{cfg.out_dir / 'finn'}; the software parts are listed in "
+                  "report/partition.json.")
+        atomic_write_text(skipped, json.dumps({"reason": reason}, indent=2) + "\n")
+        console.print(f"[bold yellow]note:[/bold yellow] {reason}", highlight=False)
+        return model
     testset = np.load(out / "testset.npz")
     classes = Accelerator(out, backend="emulate", batch_size=256).classify(testset["x"])
     equal = int((classes == testset["golden_class"]).sum())
@@ -47,4 +66,6 @@ def add_bitfiles_to_package(cfg: BuildConfig, files) -> None:
     """Copy the vendor step's bitfile + hwh (Zynq) or xclbin (Alveo) into `OUT/deploy/`."""
     from hw.deploy import DEPLOY_DIRNAME, add_bitfiles
 
+    if (cfg.report_dir / "deploy_skipped.json").exists():
+        return  # no package (see that file): the bitfile stays where the vendor step wrote it
     add_bitfiles(cfg.out_dir / DEPLOY_DIRNAME, files)

@@ -75,6 +75,10 @@ def _stream(inst, tensor: str, datatype, normal, folded) -> dict:
             "stream_width_bits": int(folded[-1] * stype.bits)}
 
 
+class HostPartUnsupported(ToolchainError):
+    """The graph keeps software the board driver cannot run (a model's host part)."""
+
+
 def _software_ops(parent, dataflow) -> tuple[list[dict], dict | None]:
     """The parent graph's nodes in front of the dataflow partition as driver ops, and the
     input quantizer among them (None if it is in hardware)."""
@@ -87,8 +91,9 @@ def _software_ops(parent, dataflow) -> tuple[list[dict], dict | None]:
             seen_partition = True
             continue
         if seen_partition:
-            raise ToolchainError(f"{node.name} ({node.op_type}) runs in software after the "
-                                 "accelerator; the driver supports software only in front of it")
+            raise HostPartUnsupported(f"{node.name} ({node.op_type}) runs in software after the "
+                                      "accelerator; the driver supports software only in front "
+                                      "of it")
         if node.op_type == "Transpose":
             perm = [a.ints for a in node.attribute if a.name == "perm"][0]
             ops.append({"op": "Transpose", "perm": [int(p) for p in perm]})
@@ -107,9 +112,9 @@ def _software_ops(parent, dataflow) -> tuple[list[dict], dict | None]:
                                            parent.get_tensor_datatype(node.output[0]).name,
                                            "driver", node.name)
         else:
-            raise ToolchainError(f"{node.name} ({node.op_type}) stays in software in front of "
-                                 "the accelerator; the driver implements only Transpose, "
-                                 "Reshape and MultiThreshold there")
+            raise HostPartUnsupported(f"{node.name} ({node.op_type}) stays in software in front "
+                                      "of the accelerator; the driver implements only "
+                                      "Transpose, Reshape and MultiThreshold there")
     return ops, quantizer
 
 
@@ -201,8 +206,8 @@ def write_deploy_package(dataflow, parent, cfg, out_dir: Path | None = None) -> 
     """Write DIR/deploy/ for the dataflow model `dataflow` (the final HW graph) and its parent
     graph; returns the package directory. Bitfiles already in DIR/bitfile/ are included."""
     out = Path(out_dir) if out_dir is not None else cfg.out_dir / DEPLOY_DIRNAME
+    io = io_description(dataflow, parent, cfg)  # raises before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    io = io_description(dataflow, parent, cfg)
     with atomic_path(out / GRAPH_NAME) as tmp:
         dataflow.save(str(tmp))
     _write_testset(cfg, out / TESTSET_NAME)

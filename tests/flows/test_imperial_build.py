@@ -60,3 +60,22 @@ def test_conv_branch_is_in_hw_layers(built):
 def test_estimates(built):
     est = _json(built / "report" / "estimates.json")
     assert est["throughput_fps"] > 0 and est["total"]["lut"] > 0 and est["fits"]
+
+
+def test_full_build_ends_with_code_and_says_why_there_is_no_deploy_package(built, tmp_path,
+                                                                           capsys):
+    """The default build goes on to codegen and deploy: the board driver cannot run the host
+    part, so there is no package, the build says why and still ends with exit 0."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(built, out)
+    assert build.main(["--model", "imperial", "--board", "zcu104", "--out", str(out),
+                       "--verify-frames", str(FRAMES), "--from", "codegen",
+                       "--until", "deploy"]) == 0
+    reason = _json(out / "report" / "deploy_skipped.json")["reason"]
+    assert "no deploy package for imperial" in reason and "in software" in reason
+    printed = capsys.readouterr()
+    assert "no deploy package" in printed.out + printed.err
+    assert not (out / "deploy" / "io.json").exists()
+    assert _json(out / "report" / "codegen.json")
