@@ -11,6 +11,10 @@ on import of `hw.finn_flow`; each is written so it could be proposed upstream as
   `np.vectorize(dtype.allowed)`, one Python call per threshold: 0.2-0.5 s per layer, 2-9 s per
   build of the 8-bit VGG10 (its thresholds tensors hold 16k-33k values). `DataType.allowed` is
   already vectorized; the fix calls it on the whole tensor. Same datatype chosen, same error.
+- `SortGraph`, which runs after every transformation (in `ModelWrapper.cleanup`), finds each
+  node's predecessors by scanning all nodes for every input: quadratic in the node count, a
+  quarter of BacalhauNet's streamlining. The fix maps each tensor to its first producer once;
+  dependencies, the topological order (toposort) and the nodes it drops are the same.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-__all__ = ["apply_qonnx_fixes", "minimize_threshold_width", "rename_tensor_everywhere"]
+__all__ = ["apply_qonnx_fixes", "minimize_threshold_width", "rename_tensor_everywhere",
+           "sort_graph_linear"]
 
 _ORIGINAL_RENAME = ModelWrapper.rename_tensor  # qonnx's, for the tests that show its bug
 
@@ -82,15 +87,50 @@ def minimize_threshold_width(self, model: ModelWrapper, datatype_only: bool = Fa
     return DataType[self.get_nodeattr("weightDataType")]
 
 
+def sort_graph_linear(self, model: ModelWrapper):
+    """`qonnx.transformation.general.SortGraph.apply` with predecessors looked up in a map.
+
+    Like qonnx: a node's dependencies are the first producers (in node order) of its inputs; a
+    node without any is kept only if one of its inputs is a graph input or initializer (nodes
+    floating free are dropped); the order is toposort's."""
+    from toposort import toposort_flatten
+
+    graph = model.graph
+    if len(graph.node) == 1:
+        return (model, False)
+    node_list = list(graph.node)
+    producer: dict[str, int] = {}
+    for idx, node in enumerate(node_list):
+        for name in node.output:
+            producer.setdefault(name, idx)
+    sources = {t.name for t in graph.initializer} | {t.name for t in graph.input}
+    dependencies: dict[int, set[int]] = {}
+    for idx, node in enumerate(node_list):
+        preds = {producer[name] for name in node.input if name in producer}
+        if preds:
+            dependencies[idx] = preds
+        elif any(name in sources for name in node.input):
+            dependencies[idx] = set()
+    order = toposort_flatten(dependencies)
+    del graph.node[:]
+    graph.node.extend(node_list[idx] for idx in order)
+    return (model, False)
+
+
 _ORIGINAL_MINIMIZE_THRESHOLDS = None  # finn's, kept for the test that compares the two
+_ORIGINAL_SORT_GRAPH = None  # qonnx's, likewise
 
 
 def apply_qonnx_fixes() -> None:
     """Install the fixes (idempotent)."""
-    global _ORIGINAL_MINIMIZE_THRESHOLDS
+    global _ORIGINAL_MINIMIZE_THRESHOLDS, _ORIGINAL_SORT_GRAPH
     from finn.custom_op.fpgadataflow.thresholding import Thresholding
+    from qonnx.transformation.general import SortGraph
 
     ModelWrapper.rename_tensor = rename_tensor_everywhere
+    if SortGraph.apply is not sort_graph_linear:
+        _ORIGINAL_SORT_GRAPH = SortGraph.apply
+        SortGraph.apply = sort_graph_linear
     if Thresholding.minimize_weight_bit_width is not minimize_threshold_width:
         _ORIGINAL_MINIMIZE_THRESHOLDS = Thresholding.minimize_weight_bit_width
         Thresholding.minimize_weight_bit_width = minimize_threshold_width

@@ -1,6 +1,7 @@
-"""The project's fixes to qonnx itself (hw/qonnx_fixes.py)."""
+"""The project's fixes to qonnx and finn-plus themselves (hw/qonnx_fixes.py)."""
 
 import numpy as np
+import pytest
 
 
 def _square_model():
@@ -111,3 +112,32 @@ def test_threshold_width_fix_chooses_what_finn_chooses():
             assert model.get_tensor_datatype("t") == stock.get_tensor_datatype("t")
             chosen.append(fixed_type.name)
     assert len(set(chosen)) >= 4  # the cases exercise several widths, not one
+
+
+@pytest.mark.parametrize("stage", ["02_export_qonnx", "04_to_finn", "05_streamline",
+                                   "07_convert_to_hw", "partition_parent"])
+def test_linear_sort_graph_orders_as_qonnx_does(bacalhaunet_build, stage):
+    """On each stage graph of the BacalhauNet build (residual forks and joins), with its nodes
+    shuffled, plus a node floating free: the same node order as qonnx's SortGraph, the same
+    node dropped."""
+    import copy
+    import random
+
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    import hw.finn_flow  # noqa: F401  (installs the fixes)
+    from hw import qonnx_fixes
+
+    model = ModelWrapper(str(bacalhaunet_build / "intermediate" / f"{stage}.onnx"))
+    nodes = list(model.graph.node)
+    random.Random(0).shuffle(nodes)
+    nodes.append(helper.make_node("Relu", ["nowhere"], ["floating"], name="floating"))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    ours, stock = copy.deepcopy(model), copy.deepcopy(model)
+    qonnx_fixes.sort_graph_linear(None, ours)
+    qonnx_fixes._ORIGINAL_SORT_GRAPH(None, stock)
+    names = [n.name for n in ours.graph.node]
+    assert names == [n.name for n in stock.graph.node]
+    assert "floating" not in names and len(names) == len(nodes) - 1 >= 2
