@@ -11,6 +11,8 @@ from flows.steps import build_step
 
 __all__ = ["add_bitfiles_to_package", "step_deploy"]
 
+SKIPPED_NOTE = "deploy_skipped.json"  # in report/: why a build has no deploy package
+
 
 @build_step("deploy", None)
 def step_deploy(model, cfg: BuildConfig):
@@ -39,7 +41,7 @@ def step_deploy(model, cfg: BuildConfig):
     from hw.driver.accelerator import Accelerator
 
     _finn(cfg)
-    skipped = cfg.report_dir / "deploy_skipped.json"
+    skipped = cfg.report_dir / SKIPPED_NOTE
     if skipped.exists():
         skipped.unlink()  # from an earlier run of this step
     try:
@@ -66,6 +68,6 @@ def add_bitfiles_to_package(cfg: BuildConfig, files) -> None:
     """Copy the vendor step's bitfile + hwh (Zynq) or xclbin (Alveo) into `OUT/deploy/`."""
     from hw.deploy import DEPLOY_DIRNAME, add_bitfiles
 
-    if (cfg.report_dir / "deploy_skipped.json").exists():
+    if (cfg.report_dir / SKIPPED_NOTE).exists():
         return  # no package (see that file): the bitfile stays where the vendor step wrote it
     add_bitfiles(cfg.out_dir / DEPLOY_DIRNAME, files)

@@ -329,7 +329,6 @@ def lut_multipliers(model: ModelWrapper, fpga_part: str) -> ModelWrapper:
     specialized again for `fpga_part`, bit widths minimized. For a board whose DSPs run out
     long before its LUTs (PYNQ-Z2: 220 DSP for 53k LUT) at low weight and activation widths.
     Node names follow FINN's scheme, so they change (MVAU_rtl_3 -> MVAU_hls_3)."""
-    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
     from onnx import helper
 
     model = copy.deepcopy(model)
@@ -345,12 +344,7 @@ def lut_multipliers(model: ModelWrapper, fpga_part: str) -> ModelWrapper:
         node.attribute.append(helper.make_attribute("preferred_impl_style", "hls"))
         node.attribute.append(helper.make_attribute("resType", "lut"))
         changed = True
-    if not changed:
-        return model
-    model = model.transform(SpecializeLayers(fpga_part))
-    model = model.transform(GiveUniqueNodeNames())
-    model = model.transform(InferShapes())
-    return minimize_bit_widths(model.transform(InferDataTypes()))
+    return specialize(model, fpga_part) if changed else model
 
 
 def set_folding(model: ModelWrapper, target_fps: float, clock_mhz: float,

@@ -55,6 +55,22 @@ def _dsp_bound(record: dict, cfg) -> bool:
             and used["lut"] < 0.5 * cfg.max_utilisation)
 
 
+def _with_lut_multipliers_if_dsp_bound(model, cfg, target: float, wwidth_max: int, folded,
+                                       record: dict, search: list[dict]):
+    """(model, folded, record) to go on with: unchanged, or, when `record` ran out of DSPs with
+    LUTs to spare and `model` still multiplies in DSPs, `model` with LUT multipliers
+    (`finn_flow.lut_multipliers`) and its attempt at the same target (added to `search`).
+    A model switched once has no DSP layer left, so it is never switched again."""
+    from hw import finn_flow as ff
+
+    if record["fits"] or not _dsp_bound(record, cfg) or not ff.dsp_layers(model):
+        return model, folded, record
+    model = ff.lut_multipliers(model, cfg.fpga_part)
+    folded, record = _attempt(model, cfg, target, wwidth_max)
+    search.append(record)
+    return model, folded, record
+
+
 def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
     """Fold for cfg.effective_target_fps; lower the target until the estimate fits.
 
@@ -70,17 +86,13 @@ def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
     MVAU/VVAU multiplying in LUTs (`finn_flow.lut_multipliers`), and the search goes on with
     those.
     """
-    from hw import finn_flow as ff
-
     target = cfg.effective_target_fps
     search: list[dict] = []
     for _ in range(MAX_ATTEMPTS):
         folded, record = _attempt(model, cfg, target, cfg.mvau_wwidth_max)
         search.append(record)
-        if not record["fits"] and _dsp_bound(record, cfg) and ff.dsp_layers(model):
-            model = ff.lut_multipliers(model, cfg.fpga_part)  # see _faster_with_cap_lifted
-            folded, record = _attempt(model, cfg, target, cfg.mvau_wwidth_max)
-            search.append(record)
+        model, folded, record = _with_lut_multipliers_if_dsp_bound(
+            model, cfg, target, cfg.mvau_wwidth_max, folded, record, search)
         if record["fits"]:
             if record["estimated_fps"] < 0.95 * target:
                 folded, record = _faster_with_cap_lifted(model, cfg, target, folded, record,
@@ -126,23 +138,16 @@ def _faster_with_cap_lifted(model, cfg, target: float, folded, record: dict,
     When a lifted design runs out of DSP slices with LUTs to spare, the search goes on (once)
     with every MVAU/VVAU multiplying in LUTs (`finn_flow.lut_multipliers`), at the same
     target."""
-    from hw import finn_flow as ff
-
     best, best_record = folded, record
     floor = record["estimated_fps"]
     too_high = None  # lowest lifted target known not to fit
-    switched = False
     for _ in range(MAX_LIFTED_ATTEMPTS):
         if target <= floor * 1.05:
             break
         lifted, lifted_record = _attempt(model, cfg, target, LIFTED_WWIDTH_MAX)
         search.append(lifted_record)
-        if not lifted_record["fits"] and not switched and _dsp_bound(lifted_record, cfg) \
-                and ff.dsp_layers(model):
-            switched = True
-            model = ff.lut_multipliers(model, cfg.fpga_part)
-            lifted, lifted_record = _attempt(model, cfg, target, LIFTED_WWIDTH_MAX)
-            search.append(lifted_record)
+        model, lifted, lifted_record = _with_lut_multipliers_if_dsp_bound(
+            model, cfg, target, LIFTED_WWIDTH_MAX, lifted, lifted_record, search)
         if lifted_record["fits"]:
             if lifted_record["estimated_fps"] > best_record["estimated_fps"]:
                 best, best_record = lifted, lifted_record
