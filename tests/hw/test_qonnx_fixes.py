@@ -141,3 +141,58 @@ def test_linear_sort_graph_orders_as_qonnx_does(bacalhaunet_build, stage):
     names = [n.name for n in ours.graph.node]
     assert names == [n.name for n in stock.graph.node]
     assert "floating" not in names and len(names) == len(nodes) - 1 >= 2
+
+
+def test_multithreshold_by_binary_search_counts_as_qonnx_does():
+    """Values on, between, below and above the thresholds (ties count), per-channel and global
+    thresholds, channel axis first or last, float32 values against float64 thresholds, scale
+    and bias: the same array, dtype included, as qonnx's comparison-and-count."""
+    import hw.finn_flow  # noqa: F401  (installs the fixes)
+    from hw import qonnx_fixes
+
+    original = qonnx_fixes._ORIGINAL_MULTITHRESHOLD
+    assert original is not None and original is not qonnx_fixes.multithreshold_sorted
+    rng = np.random.default_rng(1)
+    checked = 0
+    for channels in (1, 5):
+        for steps in (1, 3, 15):
+            thresholds = np.sort(rng.integers(-20, 20, (channels, steps)), axis=1)
+            for thr_dtype in (np.float32, np.float64):
+                thr = thresholds.astype(thr_dtype)
+                for channels_last in (False, True):
+                    shape = (2, 7, 5) if channels_last else (2, 5, 7)
+                    # integers hit the thresholds exactly; halves fall between them
+                    v = (rng.integers(-25, 25, shape) + rng.choice([0, 0.5], shape)) \
+                        .astype(np.float32)
+                    for scale, bias in ((None, None), (2.0, -3.0)):
+                        ours = qonnx_fixes.multithreshold_sorted(v, thr, scale, bias,
+                                                                 channels_last)
+                        stock = original(v, thr, scale, bias, channels_last)
+                        assert ours.dtype == stock.dtype and ours.shape == stock.shape
+                        np.testing.assert_array_equal(ours, stock)
+                        checked += 1
+    assert checked == 48
+
+
+def test_multithreshold_leaves_unsorted_thresholds_and_nan_to_qonnx():
+    """Thresholds that are not ascending (binary search would miscount) and NaN values take
+    qonnx's path and give its result."""
+    import hw.finn_flow  # noqa: F401  (installs the fixes)
+    from hw import qonnx_fixes
+
+    v = np.array([[[0.0, 1.0, 2.0, np.nan]]], dtype=np.float32).transpose(0, 2, 1)  # (1, 4, 1)
+    unsorted = np.array([[1.5, 0.5]], dtype=np.float32)
+    got = qonnx_fixes.multithreshold_sorted(v, unsorted)
+    np.testing.assert_array_equal(got, qonnx_fixes._ORIGINAL_MULTITHRESHOLD(v, unsorted))
+    np.testing.assert_array_equal(got[0, :, 0], [0, 1, 2, 0])
+
+
+def test_finn_execution_uses_the_binary_search():
+    """MultiThreshold (qonnx) and Thresholding, MVAU, VVAU (finn) call the fixed function."""
+    import importlib
+
+    import hw.finn_flow  # noqa: F401  (installs the fixes)
+    from hw import qonnx_fixes
+
+    for name in qonnx_fixes._MULTITHRESHOLD_USERS:
+        assert importlib.import_module(name).multithreshold is qonnx_fixes.multithreshold_sorted
