@@ -18,8 +18,9 @@ scaled to unit mean power (mean |x|^2 = 1) times the class's frame level (`Modul
 1 for PSK, FM, GMSK, OQPSK and DSB, the mean-amplitude rule below for the other linear classes,
 U(2, 3) for SSB) and rml2016 frames to unit L1 norm (sum |x| = 1, like the real 2016
 generator). `snr_db=math.inf` gives noise-free frames; the noise comes from its own stream, so
-the same RNG state gives the same signal with and without noise. (The real 2016 file's labels are off by a factor 2 in dB, see the notes; here
-the label is the SNR defined above in both layouts.)
+the same RNG state gives the same signal with and without noise. (The real 2016 file's labels
+are off by a factor 2 in dB, see the notes; here the label is the SNR defined above in both
+layouts.)
 
 Physical choices (fields of `Physics` and `Modulation`)
 -------------------------------------------------------
@@ -50,20 +51,24 @@ choices made for the physical reasons given, it never picks values by search (ta
   needs it (link pulse 1.00 too), 4ASK/8ASK trade (RRC 0.53/0.70, link pulse 0.22/0.89;
   realism 0.685 vs 0.680), so the RRC stays, with 4ASK above 0.5 at +30 dB.
 - Constellations: stored at unit mean power (the frame level is set apart, below); PSK
-  exp(j 2 pi k / M), QPSK at pi/4; OOK, 4ASK and 8ASK unipolar amplitude levels {0..M-1}
-  (M-ASK as OOK's generalisation: a keyed carrier amplitude; bipolar PAM was read as OOK or
-  32APSK at every pulse and level tried, unipolar is recognised once the frame level is right)
-  [PAM4 bipolar]; square 16/64/256QAM, cross 32QAM (6x6 minus corners) and 128QAM
-  (12x12 minus 2x2 corners); APSK on DVB-S2/S2X rings: 16 = 4+12 (radius ratio 2.75),
-  32 = 4+12+16 (2.84, 5.27), 64 = 4+12+20+28 (2.4, 4.3, 7.0), 128 = the DVB-S2X 128APSK of
-  code rate 135/180 point by point (`dvbs2x_128apsk_points`: rings 16+16+16+16+16+48 at 1.715,
-  2.118, 2.681, 2.75, 3.819, each point at its tabulated angle, as GNU Radio's gr-dtv modulator
-  has it; measured: 128APSK 0.63 -> 0.80 against the earlier approximation with evenly spaced
-  points and an outer ring at 3.6, in which rings 4 and 5 put points at the same angles 2.5 %
-  apart in radius); ring phases as in DVB-S2: the first point of an n-ring
-  at pi/n (4-ring pi/4, 12-ring pi/12), except 32APSK's outer 16-ring, which starts on the I axis
-  (EN 302 307-1; measured: 32APSK 0.920 -> 0.918, no change); OOK, ASK and BPSK are real before
-  the channel.
+  exp(j 2 pi k / M), QPSK at pi/4; OOK, 4ASK and 8ASK unipolar amplitude levels {0..M-1} (M-ASK as
+  OOK's generalisation: a keyed carrier amplitude; bipolar PAM was read as OOK or 32APSK at every
+  pulse and level tried, unipolar is recognised once the frame level is right) [PAM4 bipolar];
+  square 16/64/256QAM, cross 32QAM (6x6 minus corners) and 128QAM (12x12 minus 2x2 corners); APSK
+  on DVB-S2/S2X rings: 16 = 4+12 (radius ratio 2.75), 32 = 4+12+16 (2.84, 5.27), 128 = the DVB-S2X
+  128APSK of code rate 135/180 point by point (`dvbs2x_128apsk_points`: rings 16+16+16+16+16+48 at
+  1.715, 2.118, 2.681, 2.75, 3.819, each point at its tabulated angle, as GNU Radio's gr-dtv
+  modulator has it; measured: 128APSK 0.63 -> 0.80 against the earlier approximation with evenly
+  spaced points and an outer ring at 3.6, in which rings 4 and 5 put points at the same angles
+  2.5 % apart in radius); ring phases as in DVB-S2: the first point of an n-ring at pi/n (4-ring
+  pi/4, 12-ring pi/12), except 32APSK's outer 16-ring, which starts on the I axis (EN 302 307-1;
+  measured: 32APSK 0.920 -> 0.918, no change); 64APSK is liquid-dsp's APSK64 (`LIQUID_APSK64`:
+  rings 4+14+20+26, radius ratios 2.77, 4.68, 6.90, every ring's first point on the I axis), the
+  one published 64APSK besides DVB-S2X's three, none of which the real-data VGG10 reads as 64APSK
+  (4+12+20+28 at 2.4, 4.3, 7.0: 0.09, read as 128APSK 70 %; 8+16+20+20 and 16+16+16+16: 0.00).
+  Measured: 64APSK 0.09 -> 0.19 (+30 dB 0.19 -> 0.31), still read as 128APSK 70 %; realism
+  0.730 -> 0.735. liquid-dsp's 16/32/128APSK did not follow (dropped, below). OOK, ASK and BPSK are
+  real before the channel.
 - OQPSK: the 4-PSK points on the axes {1, j, -1, -j} (GNU Radio's generic PSK constellation,
   `digital.psk_constellation(4)`: exp(j 2 pi k / M), not the pi/4-rotated `constellation_qpsk`)
   with the quadrature rail delayed by half a symbol, so in each symbol only one rail is non-zero
@@ -172,6 +177,7 @@ quick: 48 frames per cell at 10, 16, 22 and 30 dB):
 | + AM-DSB-SC with a leaked carrier (carrier lines like the real DSB spectra) | 0.719 full | 19 |
 | + AM-SSB-WC as full-carrier SSB (ITU-R H3E: carrier = sideband peak) | 0.723 full | 19 |
 | + 128APSK point by point from DVB-S2X (rate 135/180) | 0.730 full | 19 |
+| + 64APSK as liquid-dsp's APSK64 (4+14+20+26) | 0.735 full | 19 |
 
 Tried and dropped (measured worse, no other evidence for them): the link pulse also filtering the
 CPM and analog classes as a receiver filter (GMSK 0.73 -> 0.31); ASK/BPSK without carrier
@@ -189,7 +195,16 @@ cycles/sample, 0.075-0.19 (FM 0.01, read as 256QAM); AM-DSB on a complex IF carr
 `sig_source_c`; DSB-SC 0.84 -> 0.01, both read as FM/GMSK); AM-DSB and its f_IF at a 1 MS/s
 message rate (both read as BPSK/OOK); DSB-WC at 100 % modulation, mu = 1 (still 0, read as
 SC/OOK/256QAM); SSB-WC sideband peak U(0.1, 0.5) (WC 0.30 -> 0.24, more read as SC).
-Still unsolved: 64APSK (read as 128APSK), AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
+Measured from 0.730: no carrier offset at all, only the static phase, since the real frame's
+drift is consistent with zero (0.730, no class moved by more than 0.03); DSB-WC frames left at
+the level of GNU Radio's AM chain (carrier amplitude 1 on a real cosine: rms 0.71-0.75)
+instead of unit power, as the SSB frames are not normalised (WC read as DSB-SC 99 %);
+OOK/4ASK/8ASK through a matched RRC pair (Nyquist RC 0.35, no ISI at the symbol instants)
+(4ASK 0.51 -> 0.35, 8ASK 0.72 -> 0.83, 4ASK read as 8ASK 65 %; 0.728). From 0.735: the rest
+of liquid-dsp's APSK family, 16APSK 4+12 (2.61), 32APSK 4+12+16 (2.61, 4.50), 128APSK
+8+18+24+36+42, first points on the I axis (16APSK 0.81 -> 0.87, but 32APSK 0.92 -> 0.60 and
+128APSK 0.80 -> 0.49; 0.711): the real 32/128APSK are DVB-S2(X)-like.
+Still unsolved: 64APSK (0.19, read as 128APSK), AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
 as SSB-SC or 8ASK), 64QAM/128QAM (read as 256QAM, more so with noise); the analog level, message
 and IF are not published.
 
@@ -393,6 +408,12 @@ DVBS2X_128APSK_QUADRANT = (
 )
 
 
+# liquid-dsp's APSK64 (modem_apsk_const.c): rings 4+14+20+26 at these radii (unit mean power),
+# every ring's first point on the I axis. None of the three DVB-S2X 64APSK (4+12+20+28,
+# 8+16+20+20, 16+16+16+16) is read as 64APSK by the real-data VGG10 (module docstring).
+LIQUID_APSK64 = ((4, 14, 20, 26), (0.18916586, 0.52466476, 0.88613129, 1.30529201), (0, 0, 0, 0))
+
+
 def dvbs2x_128apsk_points() -> np.ndarray:
     """DVB-S2X 128APSK (16+16+16+16+16+48 rings, rate 135/180), unit mean power."""
     ring, angle = np.array(DVBS2X_128APSK_QUADRANT).T
@@ -463,7 +484,7 @@ RML2018_MODULATIONS: dict[str, Modulation] = {
     "32PSK": _linear(psk_points(32)),
     "16APSK": _linear(apsk_points((4, 12), (1.0, 2.75))),
     "32APSK": _linear(apsk_points((4, 12, 16), (1.0, 2.84, 5.27), (0.5, 0.5, 0.0))),
-    "64APSK": _linear(apsk_points((4, 12, 20, 28), (1.0, 2.4, 4.3, 7.0))),
+    "64APSK": _linear(apsk_points(*LIQUID_APSK64)),  # liquid-dsp's APSK64: module docstring
     "128APSK": _linear(dvbs2x_128apsk_points()),
     "16QAM": _linear(qam_points(16)),
     "32QAM": _linear(qam_points(32)),
