@@ -55,20 +55,20 @@ choices made for the physical reasons given, it never picks values by search (ta
   OOK's generalisation: a keyed carrier amplitude; bipolar PAM was read as OOK or 32APSK at every
   pulse and level tried, unipolar is recognised once the frame level is right) [PAM4 bipolar];
   square 16/64/256QAM, cross 32QAM (6x6 minus corners) and 128QAM (12x12 minus 2x2 corners); APSK
-  on DVB-S2/S2X rings: 16 = 4+12 (radius ratio 2.75), 32 = 4+12+16 (2.84, 5.27), 128 = the DVB-S2X
-  128APSK of code rate 135/180 point by point (`dvbs2x_128apsk_points`: rings 16+16+16+16+16+48 at
-  1.715, 2.118, 2.681, 2.75, 3.819, each point at its tabulated angle, as GNU Radio's gr-dtv
-  modulator has it; measured: 128APSK 0.63 -> 0.80 against the earlier approximation with evenly
-  spaced points and an outer ring at 3.6, in which rings 4 and 5 put points at the same angles
-  2.5 % apart in radius); ring phases as in DVB-S2: the first point of an n-ring at pi/n (4-ring
-  pi/4, 12-ring pi/12), except 32APSK's outer 16-ring, which starts on the I axis (EN 302 307-1;
-  measured: 32APSK 0.920 -> 0.918, no change); 64APSK is liquid-dsp's APSK64 (`LIQUID_APSK64`:
-  rings 4+14+20+26, radius ratios 2.77, 4.68, 6.90, every ring's first point on the I axis), the
-  one published 64APSK besides DVB-S2X's three, none of which the real-data VGG10 reads as 64APSK
-  (4+12+20+28 at 2.4, 4.3, 7.0: 0.09, read as 128APSK 70 %; 8+16+20+20 and 16+16+16+16: 0.00).
-  Measured: 64APSK 0.09 -> 0.19 (+30 dB 0.19 -> 0.31), still read as 128APSK 70 %; realism
-  0.730 -> 0.735. liquid-dsp's 16/32/128APSK did not follow (dropped, below). OOK, ASK and BPSK are
-  real before the channel.
+  on DVB-S2/S2X rings: 16 = 4+12 (radius ratio 2.75, code rate 4/5), 32 = 4+12+16 (2.84, 5.27,
+  rate 3/4), 128 = the DVB-S2X 128APSK of code rate 135/180 point by point
+  (`dvbs2x_128apsk_points`: rings 16+16+16+16+16+48 at 1.715, 2.118, 2.681, 2.75, 3.819, each point
+  at its tabulated angle, as GNU Radio's gr-dtv modulator has it; measured: 128APSK 0.63 -> 0.80
+  against the earlier approximation with evenly spaced points and an outer ring at 3.6, in which
+  rings 4 and 5 put points at the same angles 2.5 % apart in radius); ring phases as in DVB-S2: the
+  first point of an n-ring at pi/n (4-ring pi/4, 12-ring pi/12), except 32APSK's outer 16-ring,
+  which starts on the I axis (EN 302 307-1; measured: 32APSK 0.920 -> 0.918, no change); 64APSK is
+  liquid-dsp's APSK64 (`LIQUID_APSK64`: rings 4+14+20+26, radius ratios 2.77, 4.68, 6.90, every
+  ring's first point on the I axis), the one published 64APSK besides DVB-S2X's three, none of
+  which the real-data VGG10 reads as 64APSK (4+12+20+28 at 2.4, 4.3, 7.0: 0.09, read as 128APSK
+  70 %; 8+16+20+20 and 16+16+16+16: 0.00). Measured: 64APSK 0.09 -> 0.19 (+30 dB 0.19 -> 0.31),
+  still read as 128APSK 70 %; realism 0.730 -> 0.735. liquid-dsp's 16/32/128APSK did not follow
+  (dropped, below). OOK, ASK and BPSK are real before the channel.
 - OQPSK: the 4-PSK points on the axes {1, j, -1, -j} (GNU Radio's generic PSK constellation,
   `digital.psk_constellation(4)`: exp(j 2 pi k / M), not the pi/4-rotated `constellation_qpsk`)
   with the quadrature rail delayed by half a symbol, so in each symbol only one rail is non-zero
@@ -203,7 +203,9 @@ OOK/4ASK/8ASK through a matched RRC pair (Nyquist RC 0.35, no ISI at the symbol 
 (4ASK 0.51 -> 0.35, 8ASK 0.72 -> 0.83, 4ASK read as 8ASK 65 %; 0.728). From 0.735: the rest
 of liquid-dsp's APSK family, 16APSK 4+12 (2.61), 32APSK 4+12+16 (2.61, 4.50), 128APSK
 8+18+24+36+42, first points on the I axis (16APSK 0.81 -> 0.87, but 32APSK 0.92 -> 0.60 and
-128APSK 0.80 -> 0.49; 0.711): the real 32/128APSK are DVB-S2(X)-like.
+128APSK 0.80 -> 0.49; 0.711): the real 32/128APSK are DVB-S2(X)-like; 16APSK at the ratio
+of DVB-S2 code rate 3/4 (2.85), the rate of the 32APSK rings (16APSK 0.81 -> 0.75, read as
+32APSK 23 %; 0.732).
 Still unsolved: 64APSK (0.19, read as 128APSK), AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
 as SSB-SC or 8ASK), 64QAM/128QAM (read as 256QAM, more so with noise); the analog level, message
 and IF are not published.

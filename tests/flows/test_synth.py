@@ -431,7 +431,7 @@ def _rings(points):
 
 
 @pytest.mark.parametrize("name, sizes, ratios, first_angles", [
-    # DVB-S2 (EN 302 307-1, 16APSK 3/4 and 32APSK 3/4): rings 4+12 at pi/4 and pi/12,
+    # DVB-S2 (EN 302 307-1, 16APSK 4/5 and 32APSK 3/4): rings 4+12 at pi/4 and pi/12,
     # 32APSK's outer 16-ring on the I axis
     ("16APSK", (4, 12), (1.0, 2.75), (np.pi / 4, np.pi / 12)),
     ("32APSK", (4, 12, 16), (1.0, 2.84, 5.27), (np.pi / 4, np.pi / 12, 0.0)),
