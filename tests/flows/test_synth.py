@@ -395,6 +395,11 @@ def test_linear_frame_level_follows_unit_mean_amplitude():
                                rtol=1e-4)
     assert synth.RML2018_MODULATIONS["OQPSK"].frame_rms == (1.0, 1.0)
     assert synth.RML2018_MODULATIONS["GMSK"].frame_rms == (1.0, 1.0)
+    # the cross QAMs: hand-made tables at unit power (no GNU Radio constellation object)
+    for name in ("32QAM", "128QAM"):
+        assert synth.RML2018_MODULATIONS[name].frame_rms == (1.0, 1.0)
+        y = synth.generate_frames(name, 30, 8, np.random.default_rng(3))
+        np.testing.assert_allclose(np.mean(np.abs(y) ** 2, axis=1), 1.0, rtol=1e-4)
 
 
 def test_clock_offset_is_small_like_the_real_frame():
