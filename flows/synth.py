@@ -216,7 +216,9 @@ of liquid-dsp's APSK family, 16APSK 4+12 (2.61), 32APSK 4+12+16 (2.61, 4.50), 12
 8+18+24+36+42, first points on the I axis (16APSK 0.81 -> 0.87, but 32APSK 0.92 -> 0.60 and
 128APSK 0.80 -> 0.49; 0.711): the real 32/128APSK are DVB-S2(X)-like; 16APSK at the ratio
 of DVB-S2 code rate 3/4 (2.85), the rate of the 32APSK rings (16APSK 0.81 -> 0.75, read as
-32APSK 23 %; 0.732).
+32APSK 23 %; 0.732); DSB-WC at the level the SSB frames pin for a carrier common to the AM
+chains (SSB-WC rms 1.15 x carrier, DSB-WC 0.73 x: rms U(1.27, 1.91)) (read as DSB-SC 95 %;
+0.735): neither a lower nor a higher level moves DSB-WC off DSB-SC.
 Still unsolved: 64APSK (0.19, read as 128APSK), AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
 as SSB-SC or 8ASK), 64QAM (0.40, read as 256QAM, more so with noise); the analog level, message
 and IF are not published.
