@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -79,31 +80,90 @@ def _whole(model, cfg: BuildConfig, dataflow: bool):
 
 def _verify(step: str, model, previous, cfg: BuildConfig, *, dataflow: bool = False,
             node_by_node: bool = True) -> None:
-    """Compare the whole network after `step` with the golden logits; record and raise."""
-    ff = _finn(cfg)
-    frames = np.load(cfg.data_dir / "verify_frames.npz")["x"]
-    frames = frames.reshape(len(frames), *cfg.model_spec.input_shape).astype(np.float32)
-    golden = np.load(cfg.report_dir / "golden_outputs.npz")["logits"]
+    """Compare the whole network after `step` with the golden logits; record and raise.
+
+    During a build the check runs in the background process (`flows.background`) while the
+    next step runs; its result is recorded, or raised, when the build collects it."""
+    from flows import background
+
+    _finn(cfg)
     whole = _whole(model, cfg, dataflow)
-    record = {"step": step, "frames": int(len(frames)), "atol": cfg.verify_atol,
-              "rtol": cfg.verify_rtol}
+    previous = previous if node_by_node else None
+    job = _VerifyJob(step=step, frames=str(cfg.data_dir / "verify_frames.npz"),
+                     golden=str(cfg.report_dir / "golden_outputs.npz"),
+                     input_shape=tuple(cfg.model_spec.input_shape), atol=cfg.verify_atol,
+                     rtol=cfg.verify_rtol, off_fraction=cfg.verify_off_fraction,
+                     evidence_dir=str(cfg.report_dir / "mismatch" / step))
+    work = background.active()
+    if work is None:
+        _record_check(cfg, job, _run_verify_job(job, whole, previous))
+        return
+    work.submit(step, _run_verify_job, job, whole.model.SerializeToString(),
+                None if previous is None else previous.model.SerializeToString(),
+                on_done=lambda outcome: _record_check(cfg, job, outcome))
+
+
+@dataclass(frozen=True)
+class _VerifyJob:
+    """What one check needs besides the two graphs (plain values: it crosses processes)."""
+
+    step: str
+    frames: str  # verify_frames.npz
+    golden: str  # golden_outputs.npz
+    input_shape: tuple[int, ...]
+    atol: float
+    rtol: float
+    off_fraction: float
+    evidence_dir: str
+
+
+def _run_verify_job(job: _VerifyJob, whole, previous) -> dict:
+    """Execute and compare (in this process or the background one): the record's outcome
+    fields, or {"error": ..., "raise": ...} when the check fails."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from hw import finn_flow as ff
+
+    def wrapped(model):
+        if model is None or isinstance(model, ModelWrapper):
+            return model
+        import onnx
+
+        return ModelWrapper(onnx.load_model_from_string(model))
+
+    frames = np.load(job.frames)["x"]
+    frames = frames.reshape(len(frames), *job.input_shape).astype(np.float32)
+    golden = np.load(job.golden)["logits"]
     try:
-        check = ff.verify(step, whole, frames, golden,
-                          previous=previous if node_by_node else None, atol=cfg.verify_atol,
-                          max_off_fraction=cfg.verify_off_fraction, rtol=cfg.verify_rtol,
-                          evidence_dir=cfg.report_dir / "mismatch" / step)
+        check = ff.verify(job.step, wrapped(whole), frames, golden, previous=wrapped(previous),
+                          atol=job.atol, max_off_fraction=job.off_fraction, rtol=job.rtol,
+                          evidence_dir=job.evidence_dir)
     except ToolchainError as exc:
-        record.update(passed=False, error=str(exc))
-        _record_verification(cfg, record)
-        raise
+        return {"error": str(exc), "raise": str(exc)}
     except Exception as exc:  # noqa: BLE001  (FINN/qonnx execution raises anything)
-        record.update(passed=False, error=f"{type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}",
+                "raise": f"verification after {job.step} could not execute the graph: "
+                         f"{type(exc).__name__}: {exc}"}
+    return {"frames": int(len(frames)), "classes_equal": check.classes_equal,
+            "frames_within_atol": check.frames_within(job.atol),
+            "max_abs_diff": check.max_abs_diff}
+
+
+def _record_check(cfg: BuildConfig, job: _VerifyJob, outcome) -> None:
+    """Append the check's record to verification.json; raise if it failed."""
+    if isinstance(outcome, BaseException):  # the background process itself failed
+        outcome = {"error": f"{type(outcome).__name__}: {outcome}",
+                   "raise": f"verification after {job.step} could not run: "
+                            f"{type(outcome).__name__}: {outcome}"}
+    record = {"step": job.step, "frames": outcome.get("frames", cfg.verify_frames),
+              "atol": job.atol, "rtol": job.rtol}
+    if "raise" in outcome:
+        record.update(passed=False, error=outcome["error"])
         _record_verification(cfg, record)
-        raise ToolchainError(f"verification after {step} could not execute the graph: "
-                             f"{type(exc).__name__}: {exc}") from exc
-    record.update(passed=True, classes_equal=check.classes_equal,
-                  frames_within_atol=check.frames_within(cfg.verify_atol),
-                  max_abs_diff=check.max_abs_diff)
+        raise ToolchainError(outcome["raise"])
+    record.update(passed=True, classes_equal=outcome["classes_equal"],
+                  frames_within_atol=outcome["frames_within_atol"],
+                  max_abs_diff=outcome["max_abs_diff"])
     _record_verification(cfg, record)
 
 

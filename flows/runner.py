@@ -10,6 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from flows.background import background
 from flows.config import BuildConfig
 from flows.errors import ToolchainError
 from flows.fileio import atomic_write_text
@@ -54,6 +55,39 @@ def _check_resumable(cfg: BuildConfig) -> None:
                 "Resume with the same options, or build into another --out.")
 
 
+def _background_env() -> dict[str, str]:
+    """The environment the background checks must share with the build."""
+    import os
+
+    # the build executes graphs without rounding tensors to their datatypes (hw_steps._finn)
+    return {"SANITIZE_QUANT_TENSORS": os.environ.get("SANITIZE_QUANT_TENSORS", "0")}
+
+
+def _finish_step(cfg: BuildConfig, work, step, index: int, seconds: float, model,
+                 records: dict, log_path: Path) -> None:
+    """Write the step's checkpoint (staged until its checks pass) and its time."""
+    path = checkpoint_path(cfg, index, step.name)
+    staged = None
+    if path is not None:
+        staged = path.with_name(f"{path.stem}.unverified{path.suffix}")
+        step.checkpoint.save(model, staged, cfg)
+
+    def passed():
+        if staged is not None:
+            staged.replace(path)
+        records[step.name] = {"step": step.name, "index": index, "seconds": round(seconds, 3),
+                              "checkpoint": None if path is None
+                              else str(path.relative_to(cfg.out_dir))}
+        ordered = sorted(records.values(), key=lambda r: r["index"])
+        atomic_write_text(log_path, json.dumps(ordered, indent=2) + "\n")
+
+    def failed():
+        if staged is not None and staged.exists():
+            staged.replace(path.with_name(f"{path.stem}.failed-verification{path.suffix}"))
+
+    work.when_checked(step.name, passed, failed)
+
+
 def run_flow(cfg: BuildConfig, flow: tuple[str, ...] | None = None) -> Any:
     """Run `flow` (default: `flow_for(cfg)`) from cfg.from_step to cfg.until_step; return the
     last step's output."""
@@ -77,20 +111,15 @@ def run_flow(cfg: BuildConfig, flow: tuple[str, ...] | None = None) -> Any:
 
     log_path = cfg.report_dir / "steps.json"
     records = {r["step"]: r for r in json.loads(log_path.read_text())} if log_path.exists() else {}
-    for index in range(start, stop + 1):
-        step = get_step(names[index])
-        console.print(f"[bold][{index:02d}][/bold] {step.name}: {step.summary}")
-        t0 = time.perf_counter()
-        model = step.func(model, cfg)
-        seconds = time.perf_counter() - t0
-        path = checkpoint_path(cfg, index, step.name)
-        if path is not None:
-            step.checkpoint.save(model, path, cfg)
-        records[step.name] = {"step": step.name, "index": index, "seconds": round(seconds, 3),
-                              "checkpoint": None if path is None
-                              else str(path.relative_to(cfg.out_dir))}
-        ordered = sorted(records.values(), key=lambda r: r["index"])
-        atomic_write_text(log_path, json.dumps(ordered, indent=2) + "\n")
+    with background(cfg.out_dir / "finn", _background_env()) as work:
+        for index in range(start, stop + 1):
+            step = get_step(names[index])
+            console.print(f"[bold][{index:02d}][/bold] {step.name}: {step.summary}")
+            t0 = time.perf_counter()
+            model = step.func(model, cfg)  # may leave its verification to `work`
+            seconds = time.perf_counter() - t0
+            work.settle(except_step=step.name)  # the earlier steps' checks pass first
+            _finish_step(cfg, work, step, index, seconds, model, records, log_path)
 
     table = Table(title=f"build {cfg.model} for {cfg.board}: {cfg.out_dir}")
     for col in ("#", "step", "seconds", "checkpoint"):

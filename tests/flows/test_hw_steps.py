@@ -172,9 +172,14 @@ def test_a_broken_step_fails_naming_the_step_and_node(built, tmp_path, capsys, m
                      for k in ("logits", "reference_logits"))
     assert stage.shape == golden.shape == (12, 24) and np.abs(stage - golden).max() > 1e-4
     assert (evidence / "label_select.onnx").exists()
-    # the failed step left no new checkpoint
+    # the failed step left no new checkpoint: its graph is set aside, the verified one stays
     assert _checkpoint(out, "label_select").stat().st_mtime_ns == \
         _checkpoint(built, "label_select").stat().st_mtime_ns
+    set_aside = _checkpoint(out, "label_select").with_name(
+        "06_label_select.failed-verification.onnx")
+    assert set_aside.exists() and set_aside.stat().st_mtime_ns > \
+        _checkpoint(built, "label_select").stat().st_mtime_ns
+    assert not list((out / "intermediate").glob("*.unverified.*"))
 
 
 def test_an_edited_checkpoint_is_caught_at_the_next_step(built, tmp_path, capsys):

@@ -1,0 +1,132 @@
+"""Checks that run beside the build: a step's verification executes in a second process while
+the next step transforms the graph.
+
+Executing a stage on the verification frames takes as long as transforming it; the two are
+independent once the stage's graph exists, so `run_flow` opens a `Background` for the build and
+`hw_steps._verify` hands it each stage (serialized) instead of waiting. Order and strictness are
+those of a sequential build: the checks run one after the other in step order, every check of
+step k has passed before step k+1's checkpoint is written, and the build ends only when all of
+them have passed. A failed check stops the build with its own message (the step and the first
+diverging node). A step's checkpoint is written under a staging name and takes its own name
+(and its line in `report/steps.json`) once its checks have passed; after a failed check it is
+left as `NN_<step>.failed-verification.onnx` (the model is also in `report/mismatch/<step>/`),
+so `--from` never resumes from an unverified graph.
+
+Without an open `Background` (a step function called on its own) checks run in place.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from flows.errors import ToolchainError
+
+_ACTIVE: "Background | None" = None
+
+
+def active() -> "Background | None":
+    """The build's open Background, if any."""
+    return _ACTIVE
+
+
+def _warm_up(finn_dir: str, env: dict[str, str]) -> None:
+    """Import finn-plus and the project's stages in the worker while the build starts."""
+    os.environ.update(env)
+    from hw.finn_env import configure_finn
+
+    configure_finn(Path(finn_dir))
+    import hw.finn_flow  # noqa: F401  (also installs the qonnx fixes)
+    import hw.frame_exec  # noqa: F401
+
+
+@dataclass
+class _Pending:
+    step: str
+    future: Future | None  # None: a callback to run once the step's checks have passed
+    on_done: Callable[[object], None]
+    on_failure: Callable[[], None] | None = None
+
+
+@dataclass
+class Background:
+    """One worker process, running submitted checks in submission order."""
+
+    finn_dir: Path
+    env: dict[str, str]
+    _pool: ProcessPoolExecutor | None = None
+    _pending: list[_Pending] = field(default_factory=list)
+
+    def start(self) -> None:
+        # spawn: a fresh interpreter; forking a process that holds torch and onnxruntime
+        # threads is not safe
+        self._pool = ProcessPoolExecutor(max_workers=1,
+                                         mp_context=multiprocessing.get_context("spawn"))
+        self._pool.submit(_warm_up, str(self.finn_dir), self.env)
+
+    def submit(self, step: str, func: Callable, *args, on_done: Callable[[object], None]) \
+            -> None:
+        """Run `func(*args)` in the worker after what is already queued; `on_done(result)`
+        runs here when the result is collected (it may raise to fail the build)."""
+        self._pending.append(_Pending(step, self._pool.submit(func, *args), on_done))
+
+    def when_checked(self, step: str, on_pass: Callable[[], None],
+                     on_failure: Callable[[], None]) -> None:
+        """`on_pass()` once the checks `step` has queued so far have passed, `on_failure()` if
+        one of them fails."""
+        self._pending.append(_Pending(step, None, lambda _: on_pass(), on_failure))
+
+    def settle(self, *, except_step: str | None = None) -> None:
+        """Wait for every queued check (except those of `except_step`), in order, and apply
+        their results; the first failure is raised."""
+        keep = []
+        for pending in self._pending:
+            if pending.step == except_step:
+                keep.append(pending)
+                continue
+            result = None
+            if pending.future is not None:
+                try:
+                    result = pending.future.result()
+                except Exception as exc:  # noqa: BLE001  (the worker process died or failed)
+                    result = exc
+            try:
+                pending.on_done(result)
+            except BaseException:
+                failed = [p for p in self._pending if p.step == pending.step and p.on_failure]
+                self._pending = []
+                for p in failed:
+                    p.on_failure()
+                raise
+        self._pending = keep
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+@contextmanager
+def background(finn_dir: Path, env: dict[str, str]) -> Iterator[Background]:
+    """Open a Background for one build; on leaving, every queued check is settled (a failed
+    check outranks an error raised later in the build: it happened first)."""
+    global _ACTIVE
+    work = Background(Path(finn_dir), dict(env))
+    work.start()
+    _ACTIVE = work
+    try:
+        try:
+            yield work
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                work.settle()  # raises the earlier step's failure, if there is one
+            raise
+        work.settle()
+    finally:
+        _ACTIVE = None
+        work.close()

@@ -1,0 +1,52 @@
+"""The build's background checks (flows/background.py): another process, step order, failures
+that stop the build and set the failed step's checkpoint aside."""
+
+import math
+import os
+
+import pytest
+
+from flows.background import active, background
+from flows.errors import ToolchainError
+
+
+def _fail_on_exception(result):
+    if isinstance(result, BaseException):
+        raise ToolchainError(f"check failed: {result}")
+
+
+def test_checks_run_in_another_process_and_settle_in_step_order(tmp_path):
+    seen = []
+    with background(tmp_path, {}) as work:
+        assert active() is work
+        work.submit("a", os.getpid, on_done=seen.append)
+        work.when_checked("a", lambda: seen.append("a passed"), lambda: seen.append("a failed"))
+        work.submit("b", os.getpid, on_done=seen.append)
+        work.settle(except_step="b")  # what run_flow does once step b has run
+        assert len(seen) == 2 and seen[1] == "a passed"
+        assert isinstance(seen[0], int) and seen[0] != os.getpid()
+    assert active() is None
+    assert len(seen) == 3 and seen[2] == seen[0]  # b's check, collected on leaving
+
+
+def test_a_failed_check_raises_and_sets_its_step_aside(tmp_path):
+    seen = []
+    with pytest.raises(ToolchainError, match="check failed: math domain error"):
+        with background(tmp_path, {}) as work:
+            work.submit("a", math.sqrt, -1.0, on_done=_fail_on_exception)
+            work.when_checked("a", lambda: seen.append("a passed"),
+                              lambda: seen.append("a failed"))
+            work.submit("b", math.sqrt, 4.0, on_done=seen.append)
+            work.settle(except_step="b")
+            seen.append("not reached")
+    assert seen == ["a failed"]
+
+
+def test_a_failed_check_outranks_a_later_error(tmp_path):
+    """A step that crashes after an earlier step's check failed reports the earlier failure
+    (it happened first), with the crash chained."""
+    with pytest.raises(ToolchainError, match="check failed") as caught:
+        with background(tmp_path, {}) as work:
+            work.submit("a", math.sqrt, -1.0, on_done=_fail_on_exception)
+            raise RuntimeError("the next step crashed")
+    assert isinstance(caught.value.__context__, RuntimeError)
