@@ -15,12 +15,12 @@ P_n = E|w[n]|^2 is the power of the complex white Gaussian noise (P_n / 2 per I 
 over the full sampled band (-fs/2, fs/2). It is a per-sample power ratio, not Es/N0: at 8 samples
 per symbol Es/N0 = SNR + 10 log10(8) = SNR + 9.03 dB. After the noise is added, rml2018 frames are
 scaled to unit mean power (mean |x|^2 = 1) times the class's frame level (`Modulation.frame_rms`:
-1 for PSK, FM, GMSK, OQPSK and DSB, the mean-amplitude rule below for the other linear classes,
-U(2, 3) for SSB) and rml2016 frames to unit L1 norm (sum |x| = 1, like the real 2016
-generator). `snr_db=math.inf` gives noise-free frames; the noise comes from its own stream, so
-the same RNG state gives the same signal with and without noise. (The real 2016 file's labels
-are off by a factor 2 in dB, see the notes; here the label is the SNR defined above in both
-layouts.)
+1 for PSK, FM, GMSK, OQPSK, DSB, the cross QAMs and 64APSK, the mean-amplitude rule below for
+the other linear classes, U(2, 3) for SSB) and rml2016 frames to unit L1 norm (sum |x| = 1,
+like the real 2016 generator). `snr_db=math.inf` gives noise-free frames; the noise comes from
+its own stream, so the same RNG state gives the same signal with and without noise. (The real
+2016 file's labels are off by a factor 2 in dB, see the notes; here the label is the SNR defined
+above in both layouts.)
 
 Physical choices (fields of `Physics` and `Modulation`)
 -------------------------------------------------------
@@ -67,8 +67,9 @@ choices made for the physical reasons given, it never picks values by search (ta
   ring's first point on the I axis), the one published 64APSK besides DVB-S2X's three, none of
   which the real-data VGG10 reads as 64APSK (4+12+20+28 at 2.4, 4.3, 7.0: 0.09, read as 128APSK
   70 %; 8+16+20+20 and 16+16+16+16: 0.00). Measured: 64APSK 0.09 -> 0.19 (+30 dB 0.19 -> 0.31),
-  still read as 128APSK 70 %; realism 0.730 -> 0.735. liquid-dsp's 16/32/128APSK did not follow
-  (dropped, below). OOK, ASK and BPSK are real before the channel.
+  still read as 128APSK 70 %; realism 0.730 -> 0.735; at liquid-dsp's own unit power (frame level,
+  below) 0.67. liquid-dsp's 16/32/128APSK did not follow (dropped, below). OOK, ASK and BPSK are
+  real before the channel.
 - OQPSK: the 4-PSK points on the axes {1, j, -1, -j} (GNU Radio's generic PSK constellation,
   `digital.psk_constellation(4)`: exp(j 2 pi k / M), not the pi/4-rotated `constellation_qpsk`)
   with the quadrature rail delayed by half a symbol, so in each symbol only one rail is non-zero
@@ -131,16 +132,20 @@ choices made for the physical reasons given, it never picks values by search (ta
   0.42 -> 0.65, 32APSK 0.88 -> 0.92; but 16APSK 0.98 -> 0.84, 16QAM 0.95 -> 0.91, 32QAM
   0.78 -> 0.55, 128QAM 0.60 -> 0.40, 64APSK 0.11 -> 0.07; realism 0.642 -> 0.685. The ASK
   classes at rms 0.8 instead were read as 32APSK/256QAM (0 %).
-- Frame level of the cross QAMs (32QAM, 128QAM): unit power (`_unit_power_linear`) -- the
-  mean-amplitude rule is that of GNU Radio's constellation objects (gr-digital's
-  `constellation` base class and O'Shea's gr-mapper scale to mean |s| = 1), but neither builds a
-  cross QAM: `digital.qam_constellation` raises for an M that is not a power of 4 and gr-mapper
-  has QAM16 and QAM64 only. A cross QAM therefore comes from a hand-made table, e.g. fed to
-  `digital.chunks_to_symbols_bc`, which does not normalise; such tables are conventionally at
-  unit average power. Caveat: ASK and APSK have no gr-digital builder either, yet measure better
+- Frame level of the cross QAMs (32QAM, 128QAM) and of 64APSK: unit power
+  (`_unit_power_linear`) -- the mean-amplitude rule is that of GNU Radio's constellation objects
+  (gr-digital's `constellation` base class and O'Shea's gr-mapper scale to mean |s| = 1), but
+  neither builds a cross QAM: `digital.qam_constellation` raises for an M that is not a power of
+  4 and gr-mapper has QAM16 and QAM64 only. A cross QAM therefore comes from a table made
+  elsewhere, e.g. fed to `digital.chunks_to_symbols_bc`, which does not normalise; such tables
+  are conventionally at unit average power, and liquid-dsp's modems, which have both cross QAMs
+  (SQAM32, SQAM128: the same 6x6 and 12x12 crosses) and the 64APSK used here, emit unit-power
+  symbols. Caveat: ASK and the DVB APSKs have no gr-digital builder either, yet measure better
   with the mean-amplitude rule (above). Measured: 32QAM 0.55 -> 0.76, 128QAM 0.40 -> 0.62
-  (+30 dB 0.44 -> 0.59), other classes unchanged; realism 0.735 -> 0.752, 20 classes above 0.5
-  at +30 dB.
+  (+30 dB 0.44 -> 0.59), other classes unchanged, realism 0.735 -> 0.752, 20 classes above 0.5
+  at +30 dB; then liquid-dsp's 64APSK at its own unit power: 64APSK 0.19 -> 0.67 (+30 dB 0.31 ->
+  0.81, read as 128APSK 70 % -> 23 %), realism 0.752 -> 0.772, 21 classes above 0.5 (the DVB-S2X
+  4+12+20+28 at unit power had measured 0.11).
 - Frame level, other classes: FM, GMSK and DSB frames unit power; SSB frames rms U(2, 3) --
   real +30 dB SSB frames exceed the
   [-2, 2] range that holds 98.3 % of the other classes' samples while looking carrier-dominated
@@ -189,6 +194,7 @@ quick: 48 frames per cell at 10, 16, 22 and 30 dB):
 | + 128APSK point by point from DVB-S2X (rate 135/180) | 0.730 full | 19 |
 | + 64APSK as liquid-dsp's APSK64 (4+14+20+26) | 0.735 full | 19 |
 | + cross QAMs (32, 128) at unit power (no GNU Radio constellation object) | 0.752 full | 20 |
+| + 64APSK at liquid-dsp's unit power | 0.772 full | 21 |
 
 Tried and dropped (measured worse, no other evidence for them): the link pulse also filtering the
 CPM and analog classes as a receiver filter (GMSK 0.73 -> 0.31); ASK/BPSK without carrier
@@ -218,8 +224,11 @@ of liquid-dsp's APSK family, 16APSK 4+12 (2.61), 32APSK 4+12+16 (2.61, 4.50), 12
 of DVB-S2 code rate 3/4 (2.85), the rate of the 32APSK rings (16APSK 0.81 -> 0.75, read as
 32APSK 23 %; 0.732); DSB-WC at the level the SSB frames pin for a carrier common to the AM
 chains (SSB-WC rms 1.15 x carrier, DSB-WC 0.73 x: rms U(1.27, 1.91)) (read as DSB-SC 95 %;
-0.735): neither a lower nor a higher level moves DSB-WC off DSB-SC.
-Still unsolved: 64APSK (0.19, read as 128APSK), AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
+0.735): neither a lower nor a higher level moves DSB-WC off DSB-SC. From 0.752: DSB-WC with its
+carrier added after the IF mixing, 1 + mu m cos(2 pi f_IF n) (the 2016 chain adds the carrier
+with `add_const_cc` after `float_to_complex`; a real `sig_source_f` IF must come before it) (0,
+read as GMSK 28 %, 64QAM 22 %, FM 17 %).
+Still unsolved: AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
 as SSB-SC or 8ASK), 64QAM (0.40, read as 256QAM, more so with noise); the analog level, message
 and IF are not published.
 
@@ -423,9 +432,9 @@ DVBS2X_128APSK_QUADRANT = (
 )
 
 
-# liquid-dsp's APSK64 (modem_apsk_const.c): rings 4+14+20+26 at these radii (unit mean power),
-# every ring's first point on the I axis. None of the three DVB-S2X 64APSK (4+12+20+28,
-# 8+16+20+20, 16+16+16+16) is read as 64APSK by the real-data VGG10 (module docstring).
+# liquid-dsp's APSK64 (modem_apsk_const.c): rings 4+14+20+26 at these radii (unit mean power,
+# as liquid's modems emit it), every ring's first point on the I axis. None of the three DVB-S2X
+# 64APSK (4+12+20+28, 8+16+20+20, 16+16+16+16) is read as 64APSK by the real-data VGG10.
 LIQUID_APSK64 = ((4, 14, 20, 26), (0.18916586, 0.52466476, 0.88613129, 1.30529201), (0, 0, 0, 0))
 
 
@@ -505,7 +514,7 @@ RML2018_MODULATIONS: dict[str, Modulation] = {
     "32PSK": _linear(psk_points(32)),
     "16APSK": _linear(apsk_points((4, 12), (1.0, 2.75))),
     "32APSK": _linear(apsk_points((4, 12, 16), (1.0, 2.84, 5.27), (0.5, 0.5, 0.0))),
-    "64APSK": _linear(apsk_points(*LIQUID_APSK64)),  # liquid-dsp's APSK64: module docstring
+    "64APSK": _unit_power_linear(apsk_points(*LIQUID_APSK64)),  # liquid-dsp's: module docstring
     "128APSK": _linear(dvbs2x_128apsk_points()),
     "16QAM": _linear(qam_points(16)),
     "32QAM": _unit_power_linear(qam_points(32)),  # cross QAM: module docstring

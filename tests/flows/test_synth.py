@@ -395,8 +395,8 @@ def test_linear_frame_level_follows_unit_mean_amplitude():
                                rtol=1e-4)
     assert synth.RML2018_MODULATIONS["OQPSK"].frame_rms == (1.0, 1.0)
     assert synth.RML2018_MODULATIONS["GMSK"].frame_rms == (1.0, 1.0)
-    # the cross QAMs: hand-made tables at unit power (no GNU Radio constellation object)
-    for name in ("32QAM", "128QAM"):
+    # the cross QAMs and liquid-dsp's 64APSK: tables at unit power (no GNU Radio constellation)
+    for name in ("32QAM", "128QAM", "64APSK"):
         assert synth.RML2018_MODULATIONS[name].frame_rms == (1.0, 1.0)
         y = synth.generate_frames(name, 30, 8, np.random.default_rng(3))
         np.testing.assert_allclose(np.mean(np.abs(y) ** 2, axis=1), 1.0, rtol=1e-4)
