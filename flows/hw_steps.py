@@ -229,14 +229,41 @@ def step_cost(model, cfg: BuildConfig):
     inference cost), sparsity-discounted and dense, per layer, with the challenge score
     against the 8-bit VGG10 baseline the tool computes itself; list every op not costed.
 
-    Writes `report/cost.json` and `report/cost.md` and prints the table.
+    Writes `report/cost.json` and `report/cost.md` and prints the table. During a build the
+    analysis runs in the background process while the next steps run.
     """
-    from flows.cost import cost_report, print_cost_report, scored, write_cost_report
+    from flows import background
 
-    report = scored(cost_report(model))
+    work = background.active()
+    if work is None:
+        _write_cost(cfg, _cost_job(model))
+    else:
+        work.submit("cost", _cost_job, model.model.SerializeToString(),
+                    on_done=lambda report: _write_cost(cfg, report))
+    return model
+
+
+def _cost_job(model):
+    """The scored cost report of a QONNX model (a ModelWrapper or its serialized proto)."""
+    from flows.cost import cost_report, scored
+
+    if isinstance(model, bytes):
+        import onnx
+        from qonnx.core.modelwrapper import ModelWrapper
+
+        model = ModelWrapper(onnx.load_model_from_string(model))
+    return scored(cost_report(model))
+
+
+def _write_cost(cfg: BuildConfig, report) -> None:
+    from flows.cost import print_cost_report, write_cost_report
+
+    if isinstance(report, ToolchainError):
+        raise report
+    if isinstance(report, BaseException):
+        raise ToolchainError(f"the cost report failed: {type(report).__name__}: {report}")
     write_cost_report(report, cfg.report_dir)
     print_cost_report(report)
-    return model
 
 
 @build_step("to_finn", ONNX_CHECKPOINT)
