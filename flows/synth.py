@@ -15,8 +15,8 @@ P_n = E|w[n]|^2 is the power of the complex white Gaussian noise (P_n / 2 per I 
 over the full sampled band (-fs/2, fs/2). It is a per-sample power ratio, not Es/N0: at 8 samples
 per symbol Es/N0 = SNR + 10 log10(8) = SNR + 9.03 dB. After the noise is added, rml2018 frames are
 scaled to unit mean power (mean |x|^2 = 1) times the class's frame level (`Modulation.frame_rms`:
-1 for PSK, FM, GMSK, OQPSK, DSB, the cross QAMs and 64APSK, the mean-amplitude rule below for
-the other linear classes, U(2, 3) for SSB) and rml2016 frames to unit L1 norm (sum |x| = 1,
+1 for PSK, FM, GMSK, OQPSK, DSB, the cross QAMs and the APSKs, the mean-amplitude rule below
+for square QAM and ASK, U(2, 3) for SSB) and rml2016 frames to unit L1 norm (sum |x| = 1,
 like the real 2016 generator). `snr_db=math.inf` gives noise-free frames; the noise comes from
 its own stream, so the same RNG state gives the same signal with and without noise. (The real
 2016 file's labels are off by a factor 2 in dB, see the notes; here the label is the SNR defined
@@ -122,7 +122,8 @@ choices made for the physical reasons given, it never picks values by search (ta
   sideband peak (a true SC) was read as 8ASK (SC 0.33 at SNR >= 10 dB); the leaked carrier
   0.69 (full benchmark; realism 0.586 -> 0.600); WC was unchanged by it (read as SC 65 %).
   [AM-SSB: a real SSB-SC; the real 2016 class is noise from a generator bug.]
-- Frame level of the linear classes (`Modulation.frame_rms`, `mean_amplitude_rms`): the
+- Frame level of the linear classes (`Modulation.frame_rms`, `mean_amplitude_rms`; but see the
+  table-defined constellations below): the
   constellation is scaled to unit mean amplitude, mean |s| = 1 (the rule of the 2016 generator,
   and of torchsig), so a frame's rms relative to a unit-power frame is sqrt(E|s|^2) / E|s|:
   1 for PSK and OQPSK, 1.05-1.08 for QAM and APSK, 1.41 for OOK, 1.25 for 4ASK, 1.19 for 8ASK
@@ -132,20 +133,23 @@ choices made for the physical reasons given, it never picks values by search (ta
   0.42 -> 0.65, 32APSK 0.88 -> 0.92; but 16APSK 0.98 -> 0.84, 16QAM 0.95 -> 0.91, 32QAM
   0.78 -> 0.55, 128QAM 0.60 -> 0.40, 64APSK 0.11 -> 0.07; realism 0.642 -> 0.685. The ASK
   classes at rms 0.8 instead were read as 32APSK/256QAM (0 %).
-- Frame level of the cross QAMs (32QAM, 128QAM) and of 64APSK: unit power
-  (`_unit_power_linear`) -- the mean-amplitude rule is that of GNU Radio's constellation objects
-  (gr-digital's `constellation` base class and O'Shea's gr-mapper scale to mean |s| = 1), but
-  neither builds a cross QAM: `digital.qam_constellation` raises for an M that is not a power of
-  4 and gr-mapper has QAM16 and QAM64 only. A cross QAM therefore comes from a table made
-  elsewhere, e.g. fed to `digital.chunks_to_symbols_bc`, which does not normalise; such tables
-  are conventionally at unit average power, and liquid-dsp's modems, which have both cross QAMs
-  (SQAM32, SQAM128: the same 6x6 and 12x12 crosses) and the 64APSK used here, emit unit-power
-  symbols. Caveat: ASK and the DVB APSKs have no gr-digital builder either, yet measure better
-  with the mean-amplitude rule (above). Measured: 32QAM 0.55 -> 0.76, 128QAM 0.40 -> 0.62
-  (+30 dB 0.44 -> 0.59), other classes unchanged, realism 0.735 -> 0.752, 20 classes above 0.5
-  at +30 dB; then liquid-dsp's 64APSK at its own unit power: 64APSK 0.19 -> 0.67 (+30 dB 0.31 ->
-  0.81, read as 128APSK 70 % -> 23 %), realism 0.752 -> 0.772, 21 classes above 0.5 (the DVB-S2X
-  4+12+20+28 at unit power had measured 0.11).
+- Frame level of the table-defined constellations, the cross QAMs (32QAM, 128QAM) and the APSKs:
+  unit power (`_unit_power_linear`) -- the mean-amplitude rule is that of GNU Radio's
+  constellation objects (gr-digital's `constellation` base class and O'Shea's gr-mapper scale to
+  mean |s| = 1), but neither builds a cross QAM or an APSK: `digital.qam_constellation` raises
+  for an M that is not a power of 4, gr-mapper has QAM16 and QAM64 only, and gr-dtv's DVB-S2
+  tables sit inside its modulator block. These classes come from tables made elsewhere, e.g. fed
+  to `digital.chunks_to_symbols_bc`, which does not normalise: the DVB-S2/S2X APSK rings are
+  specified at unit average energy (EN 302 307), and liquid-dsp's modems, which have both cross
+  QAMs (SQAM32, SQAM128: the same 6x6 and 12x12 crosses) and the 64APSK used here, emit
+  unit-power symbols. Caveat: ASK has no gr-digital builder either, yet measures far better with
+  the mean-amplitude rule (above). Measured, in three steps: the cross QAMs, 32QAM 0.55 -> 0.76,
+  128QAM 0.40 -> 0.62 (+30 dB 0.44 -> 0.59), other classes unchanged, realism 0.735 -> 0.752;
+  liquid-dsp's 64APSK, 0.19 -> 0.67 (+30 dB 0.31 -> 0.81, read as 128APSK 70 % -> 23 %; the
+  DVB-S2X 4+12+20+28 at unit power had measured 0.11), 0.752 -> 0.772; the DVB APSKs, 16APSK
+  0.81 -> 0.99, but 32APSK 0.92 -> 0.88 and 128APSK 0.80 -> 0.71 (read as 64APSK 20 %), 0.772 ->
+  0.774, kept for the one rule over all table-defined constellations (a tie within the
+  benchmark's noise).
 - Frame level, other classes: FM, GMSK and DSB frames unit power; SSB frames rms U(2, 3) --
   real +30 dB SSB frames exceed the
   [-2, 2] range that holds 98.3 % of the other classes' samples while looking carrier-dominated
@@ -195,6 +199,7 @@ quick: 48 frames per cell at 10, 16, 22 and 30 dB):
 | + 64APSK as liquid-dsp's APSK64 (4+14+20+26) | 0.735 full | 19 |
 | + cross QAMs (32, 128) at unit power (no GNU Radio constellation object) | 0.752 full | 20 |
 | + 64APSK at liquid-dsp's unit power | 0.772 full | 21 |
+| + DVB APSKs at their standard's unit power (one rule for all table-made ones) | 0.774 full | 21 |
 
 Tried and dropped (measured worse, no other evidence for them): the link pulse also filtering the
 CPM and analog classes as a receiver filter (GMSK 0.73 -> 0.31); ASK/BPSK without carrier
@@ -227,7 +232,8 @@ chains (SSB-WC rms 1.15 x carrier, DSB-WC 0.73 x: rms U(1.27, 1.91)) (read as DS
 0.735): neither a lower nor a higher level moves DSB-WC off DSB-SC. From 0.752: DSB-WC with its
 carrier added after the IF mixing, 1 + mu m cos(2 pi f_IF n) (the 2016 chain adds the carrier
 with `add_const_cc` after `float_to_complex`; a real `sig_source_f` IF must come before it) (0,
-read as GMSK 28 %, 64QAM 22 %, FM 17 %).
+read as GMSK 28 %, 64QAM 22 %, FM 17 %); liquid-dsp's 16/32/128APSK again, now at liquid's own
+unit power (16APSK 0.97, 32APSK 0.58, read as 32QAM 33 %, 128APSK 0.69; 0.772 -> 0.760).
 Still unsolved: AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
 as SSB-SC or 8ASK), 64QAM (0.40, read as 256QAM, more so with noise); the analog level, message
 and IF are not published.
@@ -512,10 +518,10 @@ RML2018_MODULATIONS: dict[str, Modulation] = {
     "8PSK": _linear(psk_points(8)),
     "16PSK": _linear(psk_points(16)),
     "32PSK": _linear(psk_points(32)),
-    "16APSK": _linear(apsk_points((4, 12), (1.0, 2.75))),
-    "32APSK": _linear(apsk_points((4, 12, 16), (1.0, 2.84, 5.27), (0.5, 0.5, 0.0))),
+    "16APSK": _unit_power_linear(apsk_points((4, 12), (1.0, 2.75))),
+    "32APSK": _unit_power_linear(apsk_points((4, 12, 16), (1.0, 2.84, 5.27), (0.5, 0.5, 0.0))),
     "64APSK": _unit_power_linear(apsk_points(*LIQUID_APSK64)),  # liquid-dsp's: module docstring
-    "128APSK": _linear(dvbs2x_128apsk_points()),
+    "128APSK": _unit_power_linear(dvbs2x_128apsk_points()),  # APSK levels: module docstring
     "16QAM": _linear(qam_points(16)),
     "32QAM": _unit_power_linear(qam_points(32)),  # cross QAM: module docstring
     "64QAM": _linear(qam_points(64)),
