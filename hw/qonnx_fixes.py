@@ -21,6 +21,11 @@ on import of `hw.finn_flow`; each is written so it could be proposed upstream as
   the build spends verifying the 8-bit VGG10. The fix counts by binary search in each
   channel's (ascending) thresholds: the same counts, dtype, scale and bias; thresholds that are
   not ascending, or NaN values, go to qonnx's version.
+- `GiveUniqueTensorNames` and `GiveReadableTensorNames` (run after every step of finn's
+  streamlining) rename tensors one at a time, each rename a scan of the whole graph: quadratic,
+  a seventh of the streamlining time. The fix replays the same renames, in the same order, on
+  name -> position maps and writes the final names once; the graph is byte-identical to what
+  qonnx's two transformations give (with the rename fix above).
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from __future__ import annotations
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-__all__ = ["apply_qonnx_fixes", "minimize_threshold_width", "multithreshold_sorted",
-           "rename_tensor_everywhere", "sort_graph_linear"]
+__all__ = ["apply_qonnx_fixes", "give_readable_tensor_names", "give_unique_tensor_names",
+           "minimize_threshold_width", "multithreshold_sorted", "rename_tensor_everywhere",
+           "sort_graph_linear"]
 
 _ORIGINAL_RENAME = ModelWrapper.rename_tensor  # qonnx's, for the tests that show its bug
 
@@ -58,6 +64,113 @@ def rename_tensor_everywhere(self: ModelWrapper, old_name: str, new_name: str) -
             for i, name in enumerate(node.output):
                 if name == old_name:
                     node.output[i] = new_name
+
+
+class _Renames:
+    """`rename_tensor_everywhere` replayed on maps: each graph part (inputs, outputs,
+    value_info, initializers, quantization annotations) renames its first entry of the old
+    name, node inputs and outputs every occurrence; `write()` puts the names into the graph."""
+
+    def __init__(self, model: ModelWrapper):
+        graph = model.graph
+        self.graph = graph
+        self.parts = {"input": [t.name for t in graph.input],
+                      "output": [t.name for t in graph.output],
+                      "value_info": [t.name for t in graph.value_info],
+                      "initializer": [t.name for t in graph.initializer],
+                      "annotation": [a.tensor_name for a in graph.quantization_annotation]}
+        self.positions = {}
+        for part, names in self.parts.items():
+            index: dict[str, list[int]] = {}
+            for pos, name in enumerate(names):
+                index.setdefault(name, []).append(pos)
+            self.positions[part] = index
+        self.node_in = [list(n.input) for n in graph.node]
+        self.node_out = [list(n.output) for n in graph.node]
+        self.slots: dict[str, set] = {}
+        for k in range(len(self.node_in)):
+            for kind, names in ((0, self.node_in[k]), (1, self.node_out[k])):
+                for j, name in enumerate(names):
+                    self.slots.setdefault(name, set()).add((k, kind, j))
+
+    def is_initializer(self, name: str) -> bool:
+        return name in self.positions["initializer"]
+
+    def rename(self, old: str, new: str) -> None:
+        import bisect
+
+        if old == new:
+            return
+        for part, index in self.positions.items():
+            where = index.get(old)
+            if where:
+                pos = where.pop(0)
+                if not where:
+                    del index[old]
+                self.parts[part][pos] = new
+                bisect.insort(index.setdefault(new, []), pos)
+        moved = self.slots.pop(old, None)
+        if moved:
+            for k, kind, j in moved:
+                (self.node_out if kind else self.node_in)[k][j] = new
+            self.slots.setdefault(new, set()).update(moved)
+
+    def write(self) -> None:
+        graph = self.graph
+        for part, protos in (("input", graph.input), ("output", graph.output),
+                             ("value_info", graph.value_info),
+                             ("initializer", graph.initializer)):
+            for proto, name in zip(protos, self.parts[part]):
+                if proto.name != name:
+                    proto.name = name
+        for proto, name in zip(graph.quantization_annotation, self.parts["annotation"]):
+            if proto.tensor_name != name:
+                proto.tensor_name = name
+        for node, ins, outs in zip(graph.node, self.node_in, self.node_out):
+            for j, name in enumerate(ins):
+                if node.input[j] != name:
+                    node.input[j] = name
+            for j, name in enumerate(outs):
+                if node.output[j] != name:
+                    node.output[j] = name
+
+
+def give_unique_tensor_names(self, model: ModelWrapper):
+    """qonnx's `GiveUniqueTensorNames.apply`: value_info, input and output tensors, in that
+    order, become tensor_0, tensor_1, ... (renamed on maps, written once)."""
+    names = model.get_all_tensor_names()
+    renames = _Renames(model)
+    for i, name in enumerate(names):
+        renames.rename(name, f"tensor_{i}")
+    renames.write()
+    return (model, False)
+
+
+def give_readable_tensor_names(self, model: ModelWrapper):
+    """qonnx's `GiveReadableTensorNames.apply`: node outputs <node>_out<k>, initializer inputs
+    <node>_param<k>, graph inputs and outputs global_in / global_out (renamed on maps, in
+    qonnx's order, written once)."""
+    from qonnx.transformation.general import GiveUniqueTensorNames
+
+    model = model.transform(GiveUniqueTensorNames())
+    renames = _Renames(model)
+    for k, node in enumerate(model.graph.node):
+        assert node.name != "", "Found empty node name"
+        for j in range(len(renames.node_out[k])):
+            renames.rename(renames.node_out[k][j], "%s_out%d" % (node.name, j))
+        init_in_num = 0
+        for j in range(len(renames.node_in[k])):
+            name = renames.node_in[k][j]
+            if renames.is_initializer(name):
+                renames.rename(name, "%s_param%d" % (node.name, init_in_num))
+                init_in_num += 1
+    for i in range(len(renames.parts["input"])):
+        renames.rename(renames.parts["input"][i], "global_in" if i == 0 else "global_in_%d" % i)
+    for i in range(len(renames.parts["output"])):
+        renames.rename(renames.parts["output"][i],
+                       "global_out" if i == 0 else "global_out_%d" % i)
+    renames.write()
+    return (model, False)
 
 
 def minimize_threshold_width(self, model: ModelWrapper, datatype_only: bool = False):
@@ -160,6 +273,8 @@ def multithreshold_sorted(v, thresholds, out_scale=None, out_bias=None, channels
 _ORIGINAL_MINIMIZE_THRESHOLDS = None  # finn's, kept for the test that compares the two
 _ORIGINAL_SORT_GRAPH = None  # qonnx's, likewise
 _ORIGINAL_MULTITHRESHOLD = None  # qonnx's, likewise; the fallback of multithreshold_sorted
+_ORIGINAL_UNIQUE_NAMES = None  # qonnx's GiveUniqueTensorNames.apply, likewise
+_ORIGINAL_READABLE_NAMES = None  # qonnx's GiveReadableTensorNames.apply, likewise
 # the modules that bound qonnx's multithreshold by name at import
 _MULTITHRESHOLD_USERS = ("qonnx.custom_op.general.multithreshold",
                          "finn.custom_op.fpgadataflow.thresholding",
@@ -170,10 +285,19 @@ _MULTITHRESHOLD_USERS = ("qonnx.custom_op.general.multithreshold",
 def apply_qonnx_fixes() -> None:
     """Install the fixes (idempotent)."""
     global _ORIGINAL_MINIMIZE_THRESHOLDS, _ORIGINAL_SORT_GRAPH, _ORIGINAL_MULTITHRESHOLD
+    global _ORIGINAL_UNIQUE_NAMES, _ORIGINAL_READABLE_NAMES
     import importlib
 
     from finn.custom_op.fpgadataflow.thresholding import Thresholding
-    from qonnx.transformation.general import SortGraph
+    from qonnx.transformation.general import (GiveReadableTensorNames, GiveUniqueTensorNames,
+                                              SortGraph)
+
+    if GiveUniqueTensorNames.apply is not give_unique_tensor_names:
+        _ORIGINAL_UNIQUE_NAMES = GiveUniqueTensorNames.apply
+        GiveUniqueTensorNames.apply = give_unique_tensor_names
+    if GiveReadableTensorNames.apply is not give_readable_tensor_names:
+        _ORIGINAL_READABLE_NAMES = GiveReadableTensorNames.apply
+        GiveReadableTensorNames.apply = give_readable_tensor_names
 
     ModelWrapper.rename_tensor = rename_tensor_everywhere
     if SortGraph.apply is not sort_graph_linear:

@@ -196,3 +196,39 @@ def test_finn_execution_uses_the_binary_search():
 
     for name in qonnx_fixes._MULTITHRESHOLD_USERS:
         assert importlib.import_module(name).multithreshold is qonnx_fixes.multithreshold_sorted
+
+
+@pytest.mark.parametrize("stage", ["02_export_qonnx", "04_to_finn", "05_streamline",
+                                   "07_convert_to_hw", "partition_parent", "09_specialize"])
+def test_readable_tensor_names_in_one_pass_name_as_qonnx_does(bacalhaunet_build, stage):
+    """On each stage graph of the BacalhauNet build, with its tensors renamed at random first:
+    the same graph, byte for byte, as qonnx's one-rename-at-a-time GiveUniqueTensorNames and
+    GiveReadableTensorNames."""
+    import copy
+    import random
+
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueTensorNames
+
+    import hw.finn_flow  # noqa: F401  (installs the fixes)
+    from hw import qonnx_fixes
+
+    model = ModelWrapper(str(bacalhaunet_build / "intermediate" / f"{stage}.onnx"))
+    rng = random.Random(0)
+    for name in model.get_all_tensor_names() + [t.name for t in model.graph.initializer]:
+        model.rename_tensor(name, f"t{rng.getrandbits(40):x}")
+    renamed_before = model.model.SerializeToString()
+    for fixed, original in ((qonnx_fixes.give_unique_tensor_names,
+                             qonnx_fixes._ORIGINAL_UNIQUE_NAMES),
+                            (qonnx_fixes.give_readable_tensor_names,
+                             qonnx_fixes._ORIGINAL_READABLE_NAMES)):
+        assert original is not None and original is not fixed
+        ours = fixed(None, copy.deepcopy(model))[0]
+        GiveUniqueTensorNames.apply = qonnx_fixes._ORIGINAL_UNIQUE_NAMES
+        try:
+            stock = original(None, copy.deepcopy(model))[0]
+        finally:
+            GiveUniqueTensorNames.apply = qonnx_fixes.give_unique_tensor_names
+        assert ours.model.SerializeToString() == stock.model.SerializeToString()
+        assert ours.model.SerializeToString() != renamed_before
+    assert GiveReadableTensorNames.apply is qonnx_fixes.give_readable_tensor_names
