@@ -233,7 +233,10 @@ chains (SSB-WC rms 1.15 x carrier, DSB-WC 0.73 x: rms U(1.27, 1.91)) (read as DS
 carrier added after the IF mixing, 1 + mu m cos(2 pi f_IF n) (the 2016 chain adds the carrier
 with `add_const_cc` after `float_to_complex`; a real `sig_source_f` IF must come before it) (0,
 read as GMSK 28 %, 64QAM 22 %, FM 17 %); liquid-dsp's 16/32/128APSK again, now at liquid's own
-unit power (16APSK 0.97, 32APSK 0.58, read as 32QAM 33 %, 128APSK 0.69; 0.772 -> 0.760).
+unit power (16APSK 0.97, 32APSK 0.58, read as 32QAM 33 %, 128APSK 0.69; 0.772 -> 0.760). From
+0.774: the SSB message peak-normalised on the real audio, as a chain normalises its audio input
+(GNU Radio's 2016 chain, liquid-dsp's `ampmodem`), so the analytic envelope peaks 1.03-1.37 x
+higher (SSB-WC 0.41 -> 0.26, read as 8ASK 53 %; SSB-SC 0.73 -> 0.67; 0.765).
 Still unsolved: AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
 as SSB-SC or 8ASK), 64QAM (0.40, read as 256QAM, more so with noise); the analog level, message
 and IF are not published.
