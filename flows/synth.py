@@ -236,7 +236,9 @@ read as GMSK 28 %, 64QAM 22 %, FM 17 %); liquid-dsp's 16/32/128APSK again, now a
 unit power (16APSK 0.97, 32APSK 0.58, read as 32QAM 33 %, 128APSK 0.69; 0.772 -> 0.760). From
 0.774: the SSB message peak-normalised on the real audio, as a chain normalises its audio input
 (GNU Radio's 2016 chain, liquid-dsp's `ampmodem`), so the analytic envelope peaks 1.03-1.37 x
-higher (SSB-WC 0.41 -> 0.26, read as 8ASK 53 %; SSB-SC 0.73 -> 0.67; 0.765).
+higher (SSB-WC 0.41 -> 0.26, read as 8ASK 53 %; SSB-SC 0.73 -> 0.67; 0.765); the square QAMs
+at unit power too, as if every QAM came from liquid-dsp's tables (64QAM 0.40 -> 0.46, 16QAM
+0.90 -> 0.93, but 256QAM 0.82 -> 0.59; 0.768): the square QAMs keep GNU Radio's rule.
 Still unsolved: AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
 as SSB-SC or 8ASK), 64QAM (0.40, read as 256QAM, more so with noise); the analog level, message
 and IF are not published.
