@@ -26,6 +26,10 @@ on import of `hw.finn_flow`; each is written so it could be proposed upstream as
   a seventh of the streamlining time. The fix replays the same renames, in the same order, on
   name -> position maps and writes the final names once; the graph is byte-identical to what
   qonnx's two transformations give (with the rename fix above).
+- `get_by_name` (every datatype, layout and node attribute lookup) and
+  `ModelWrapper.get_initializer` build a list of every name in the container per call, 100,000
+  calls per build. The fixes scan without building lists: same item, same error on a duplicate
+  name (get_by_name), same first match (get_initializer).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from __future__ import annotations
 import numpy as np
 from qonnx.core.modelwrapper import ModelWrapper
 
-__all__ = ["apply_qonnx_fixes", "give_readable_tensor_names", "give_unique_tensor_names",
+__all__ = ["apply_qonnx_fixes", "get_by_name_scan", "get_initializer_scan",
+           "give_readable_tensor_names", "give_unique_tensor_names",
            "minimize_threshold_width", "multithreshold_sorted", "rename_tensor_everywhere",
            "sort_graph_linear"]
 
@@ -173,6 +178,33 @@ def give_readable_tensor_names(self, model: ModelWrapper):
     return (model, False)
 
 
+def get_by_name_scan(container, name: str, name_field: str = "name"):
+    """qonnx's `get_by_name`: the item whose `name_field` is `name`, None if there is none; an
+    Exception if there are several (the ONNX standard forbids it)."""
+    found = None
+    for item in container:
+        if getattr(item, name_field) == name:
+            if found is not None:
+                raise Exception("Found multiple get_by_name matches, undefined behavior")
+            found = item
+    return found
+
+
+def get_initializer_scan(self: ModelWrapper, tensor_name: str, return_dtype: bool = False):
+    """`ModelWrapper.get_initializer`: the first initializer of that name as an array (and its
+    TensorProto data type); None (or (None, None)) if there is none or it cannot be read."""
+    from onnx import numpy_helper
+
+    for init in self._model_proto.graph.initializer:
+        if init.name == tensor_name:
+            try:
+                value = numpy_helper.to_array(init)
+            except ValueError:  # qonnx's try block covers the conversion too
+                break
+            return (value, init.data_type) if return_dtype else value
+    return (None, None) if return_dtype else None
+
+
 def minimize_threshold_width(self, model: ModelWrapper, datatype_only: bool = False):
     """finn-plus's `Thresholding.minimize_weight_bit_width`, with the final check vectorized.
 
@@ -273,6 +305,10 @@ def multithreshold_sorted(v, thresholds, out_scale=None, out_bias=None, channels
 _ORIGINAL_MINIMIZE_THRESHOLDS = None  # finn's, kept for the test that compares the two
 _ORIGINAL_SORT_GRAPH = None  # qonnx's, likewise
 _ORIGINAL_MULTITHRESHOLD = None  # qonnx's, likewise; the fallback of multithreshold_sorted
+_ORIGINAL_GET_BY_NAME = None  # qonnx's, likewise
+_ORIGINAL_GET_INITIALIZER = None  # qonnx's, likewise
+# the modules that bound qonnx's get_by_name by name at import (others call util.get_by_name)
+_GET_BY_NAME_USERS = ("qonnx.util.basic", "qonnx.custom_op.base")
 _ORIGINAL_UNIQUE_NAMES = None  # qonnx's GiveUniqueTensorNames.apply, likewise
 _ORIGINAL_READABLE_NAMES = None  # qonnx's GiveReadableTensorNames.apply, likewise
 # the modules that bound qonnx's multithreshold by name at import
@@ -285,7 +321,8 @@ _MULTITHRESHOLD_USERS = ("qonnx.custom_op.general.multithreshold",
 def apply_qonnx_fixes() -> None:
     """Install the fixes (idempotent)."""
     global _ORIGINAL_MINIMIZE_THRESHOLDS, _ORIGINAL_SORT_GRAPH, _ORIGINAL_MULTITHRESHOLD
-    global _ORIGINAL_UNIQUE_NAMES, _ORIGINAL_READABLE_NAMES
+    global _ORIGINAL_UNIQUE_NAMES, _ORIGINAL_READABLE_NAMES, _ORIGINAL_GET_BY_NAME
+    global _ORIGINAL_GET_INITIALIZER
     import importlib
 
     from finn.custom_op.fpgadataflow.thresholding import Thresholding
@@ -300,6 +337,15 @@ def apply_qonnx_fixes() -> None:
         GiveReadableTensorNames.apply = give_readable_tensor_names
 
     ModelWrapper.rename_tensor = rename_tensor_everywhere
+    if ModelWrapper.get_initializer is not get_initializer_scan:
+        _ORIGINAL_GET_INITIALIZER = ModelWrapper.get_initializer
+        ModelWrapper.get_initializer = get_initializer_scan
+    for module_name in _GET_BY_NAME_USERS:
+        module = importlib.import_module(module_name)
+        if module.get_by_name is not get_by_name_scan:
+            if _ORIGINAL_GET_BY_NAME is None:
+                _ORIGINAL_GET_BY_NAME = module.get_by_name
+            module.get_by_name = get_by_name_scan
     if SortGraph.apply is not sort_graph_linear:
         _ORIGINAL_SORT_GRAPH = SortGraph.apply
         SortGraph.apply = sort_graph_linear

@@ -35,16 +35,22 @@ def test_readable_names_keep_a_node_that_reads_one_tensor_twice_executable():
 def test_without_the_fix_qonnx_leaves_the_second_input_unrenamed():
     """Documents the upstream bug the fix exists for: if this starts failing, qonnx fixed it
     and hw/qonnx_fixes.py can go."""
-    from qonnx.transformation.general import GiveReadableTensorNames
-
-    from hw.qonnx_fixes import _ORIGINAL_RENAME, rename_tensor_everywhere
     from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueTensorNames
 
-    ModelWrapper.rename_tensor = _ORIGINAL_RENAME
+    import hw.finn_flow  # noqa: F401  (installs the fixes)
+    from hw import qonnx_fixes
+
+    # qonnx as it is: its rename, and its renaming transformations, which call it
+    ModelWrapper.rename_tensor = qonnx_fixes._ORIGINAL_RENAME
+    GiveReadableTensorNames.apply = qonnx_fixes._ORIGINAL_READABLE_NAMES
+    GiveUniqueTensorNames.apply = qonnx_fixes._ORIGINAL_UNIQUE_NAMES
     try:
         model = _square_model().transform(GiveReadableTensorNames())
     finally:
-        ModelWrapper.rename_tensor = rename_tensor_everywhere
+        ModelWrapper.rename_tensor = qonnx_fixes.rename_tensor_everywhere
+        GiveReadableTensorNames.apply = qonnx_fixes.give_readable_tensor_names
+        GiveUniqueTensorNames.apply = qonnx_fixes.give_unique_tensor_names
     mul = model.get_nodes_by_op_type("Mul")[0]
     assert mul.input[0] != mul.input[1]
 
@@ -232,3 +238,38 @@ def test_readable_tensor_names_in_one_pass_name_as_qonnx_does(bacalhaunet_build,
         assert ours.model.SerializeToString() == stock.model.SerializeToString()
         assert ours.model.SerializeToString() != renamed_before
     assert GiveReadableTensorNames.apply is qonnx_fixes.give_readable_tensor_names
+
+
+def test_name_lookups_find_what_qonnx_finds(bacalhaunet_build):
+    """get_by_name and get_initializer without name lists: on every tensor of a stage graph
+    (and a missing one) the same item or value, and the same error on a duplicate name."""
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    import hw.finn_flow  # noqa: F401  (installs the fixes)
+    from hw import qonnx_fixes
+
+    get_init, stock_init = qonnx_fixes.get_initializer_scan, qonnx_fixes._ORIGINAL_GET_INITIALIZER
+    lookup, stock_lookup = qonnx_fixes.get_by_name_scan, qonnx_fixes._ORIGINAL_GET_BY_NAME
+    assert stock_init is not None and stock_lookup is not None
+    model = ModelWrapper(str(bacalhaunet_build / "intermediate" / "05_streamline.onnx"))
+    graph = model.graph
+    names = list(dict.fromkeys(model.get_all_tensor_names()
+                               + [t.name for t in graph.initializer] + ["missing"]))
+    found = 0
+    for name in names:
+        ours, stock = get_init(model, name, True), stock_init(model, name, True)
+        assert (ours[0] is None) == (stock[0] is None) and ours[1] == stock[1], name
+        if ours[0] is not None:
+            np.testing.assert_array_equal(ours[0], stock[0])
+            found += 1
+        for container, field in ((graph.quantization_annotation, "tensor_name"),
+                                 (graph.value_info, "name"), (graph.node, "name")):
+            assert lookup(container, name, field) == stock_lookup(container, name, field)
+    assert found == len(graph.initializer) > 10
+    node = helper.make_node("Foo", ["a"], ["b"], name="n", x=1, y=2)
+    node.attribute.append(helper.make_attribute("x", 3))
+    for func in (lookup, stock_lookup):
+        assert func(node.attribute, "y").i == 2 and func(node.attribute, "z") is None
+        with pytest.raises(Exception, match="multiple get_by_name matches"):
+            func(node.attribute, "x")
