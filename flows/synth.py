@@ -122,10 +122,9 @@ choices made for the physical reasons given, it never picks values by search (ta
   sideband peak (a true SC) was read as 8ASK (SC 0.33 at SNR >= 10 dB); the leaked carrier
   0.69 (full benchmark; realism 0.586 -> 0.600); WC was unchanged by it (read as SC 65 %).
   [AM-SSB: a real SSB-SC; the real 2016 class is noise from a generator bug.]
-- Frame level of the linear classes (`Modulation.frame_rms`, `mean_amplitude_rms`; but see the
-  table-defined constellations below): the
-  constellation is scaled to unit mean amplitude, mean |s| = 1 (the rule of the 2016 generator,
-  and of torchsig), so a frame's rms relative to a unit-power frame is sqrt(E|s|^2) / E|s|:
+- Frame level of the linear classes (`Modulation.frame_rms`, `mean_amplitude_rms`; the
+  table-defined constellations are the exception, next item): the constellation is scaled to
+  unit mean amplitude, mean |s| = 1 (the rule of the 2016 generator, and of torchsig), so a frame's rms relative to a unit-power frame is sqrt(E|s|^2) / E|s|:
   1 for PSK and OQPSK, 1.05-1.08 for QAM and APSK, 1.41 for OOK, 1.25 for 4ASK, 1.19 for 8ASK
   (unipolar). The real +30 dB 16QAM frame has rms 1.035 (this rule: 1.056; unit power: 1.0).
   Measured against unit-power frames for every class: OOK 0.92 -> 1.00, 4ASK 0.07 -> 0.53, 8ASK
@@ -139,10 +138,10 @@ choices made for the physical reasons given, it never picks values by search (ta
   mean |s| = 1), but neither builds a cross QAM or an APSK: `digital.qam_constellation` raises
   for an M that is not a power of 4, gr-mapper has QAM16 and QAM64 only, and gr-dtv's DVB-S2
   tables sit inside its modulator block. These classes come from tables made elsewhere, e.g. fed
-  to `digital.chunks_to_symbols_bc`, which does not normalise: the DVB-S2/S2X APSK rings are
-  specified at unit average energy (EN 302 307), and liquid-dsp's modems, which have both cross
-  QAMs (SQAM32, SQAM128: the same 6x6 and 12x12 crosses) and the 64APSK used here, emit
-  unit-power symbols. Caveat: ASK has no gr-digital builder either, yet measures far better with
+  to `digital.chunks_to_symbols_bc`, which does not normalise: a hand-made table is usually
+  normalised to unit average energy (as DVB-S2 APSK tables in simulation code are), and
+  liquid-dsp's modems, which have both cross QAMs (SQAM32, SQAM128: the same 6x6 and 12x12
+  crosses) and the 64APSK used here, emit unit-power symbols. Caveat: ASK has no gr-digital builder either, yet measures far better with
   the mean-amplitude rule (above). Measured, in three steps: the cross QAMs, 32QAM 0.55 -> 0.76,
   128QAM 0.40 -> 0.62 (+30 dB 0.44 -> 0.59), other classes unchanged, realism 0.735 -> 0.752;
   liquid-dsp's 64APSK, 0.19 -> 0.67 (+30 dB 0.31 -> 0.81, read as 128APSK 70 % -> 23 %; the
@@ -239,9 +238,9 @@ unit power (16APSK 0.97, 32APSK 0.58, read as 32QAM 33 %, 128APSK 0.69; 0.772 ->
 higher (SSB-WC 0.41 -> 0.26, read as 8ASK 53 %; SSB-SC 0.73 -> 0.67; 0.765); the square QAMs
 at unit power too, as if every QAM came from liquid-dsp's tables (64QAM 0.40 -> 0.46, 16QAM
 0.90 -> 0.93, but 256QAM 0.82 -> 0.59; 0.768): the square QAMs keep GNU Radio's rule.
-Still unsolved: AM-DSB-WC (read as DSB-SC), AM-SSB-WC (0.41, read
-as SSB-SC or 8ASK), 64QAM (0.40, read as 256QAM, more so with noise); the analog level, message
-and IF are not published.
+Still unsolved: AM-DSB-WC (0, read as DSB-SC), AM-SSB-WC (0.41, read as SSB-SC or 8ASK), 64QAM
+(0.40, read as 256QAM, more so with noise), 4ASK (0.51, read as 8ASK more the higher the SNR);
+the analog level, message and IF are not published.
 
 The channel is y = fade(t) * e^{j(2 pi f_c n + phi)} * resample(h_mp * x) + w: a static short
 multipath filter (echo delays quantised to 0.05 sample; none in rml2018), a clock offset as
