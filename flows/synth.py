@@ -123,32 +123,32 @@ choices made for the physical reasons given, it never picks values by search (ta
   0.69 (full benchmark; realism 0.586 -> 0.600); WC was unchanged by it (read as SC 65 %).
   [AM-SSB: a real SSB-SC; the real 2016 class is noise from a generator bug.]
 - Frame level of the linear classes (`Modulation.frame_rms`, `mean_amplitude_rms`; the
-  table-defined constellations are the exception, next item): the constellation is scaled to
-  unit mean amplitude, mean |s| = 1 (the rule of the 2016 generator, and of torchsig), so a frame's rms relative to a unit-power frame is sqrt(E|s|^2) / E|s|:
-  1 for PSK and OQPSK, 1.05-1.08 for QAM and APSK, 1.41 for OOK, 1.25 for 4ASK, 1.19 for 8ASK
-  (unipolar). The real +30 dB 16QAM frame has rms 1.035 (this rule: 1.056; unit power: 1.0).
-  Measured against unit-power frames for every class: OOK 0.92 -> 1.00, 4ASK 0.07 -> 0.53, 8ASK
-  0.01 -> 0.70 (the three now confused mostly with each other); 256QAM 0.65 -> 0.82, 128APSK
-  0.42 -> 0.65, 32APSK 0.88 -> 0.92; but 16APSK 0.98 -> 0.84, 16QAM 0.95 -> 0.91, 32QAM
-  0.78 -> 0.55, 128QAM 0.60 -> 0.40, 64APSK 0.11 -> 0.07; realism 0.642 -> 0.685. The ASK
-  classes at rms 0.8 instead were read as 32APSK/256QAM (0 %).
+  table-defined constellations are the exception, next item): the constellation is scaled to unit
+  mean amplitude, mean |s| = 1 (the rule of the 2016 generator, and of torchsig), so a frame's rms
+  relative to a unit-power frame is sqrt(E|s|^2) / E|s|: 1 for PSK and OQPSK, 1.05-1.08 for QAM and
+  APSK, 1.41 for OOK, 1.25 for 4ASK, 1.19 for 8ASK (unipolar). The real +30 dB 16QAM frame has rms
+  1.035 (this rule: 1.056; unit power: 1.0). Measured against unit-power frames for every class:
+  OOK 0.92 -> 1.00, 4ASK 0.07 -> 0.53, 8ASK 0.01 -> 0.70 (the three now confused mostly with each
+  other); 256QAM 0.65 -> 0.82, 128APSK 0.42 -> 0.65, 32APSK 0.88 -> 0.92; but 16APSK 0.98 -> 0.84,
+  16QAM 0.95 -> 0.91, 32QAM 0.78 -> 0.55, 128QAM 0.60 -> 0.40, 64APSK 0.11 -> 0.07; realism
+  0.642 -> 0.685. The ASK classes at rms 0.8 instead were read as 32APSK/256QAM (0 %).
 - Frame level of the table-defined constellations, the cross QAMs (32QAM, 128QAM) and the APSKs:
-  unit power (`_unit_power_linear`) -- the mean-amplitude rule is that of GNU Radio's
-  constellation objects (gr-digital's `constellation` base class and O'Shea's gr-mapper scale to
-  mean |s| = 1), but neither builds a cross QAM or an APSK: `digital.qam_constellation` raises
-  for an M that is not a power of 4, gr-mapper has QAM16 and QAM64 only, and gr-dtv's DVB-S2
-  tables sit inside its modulator block. These classes come from tables made elsewhere, e.g. fed
-  to `digital.chunks_to_symbols_bc`, which does not normalise: a hand-made table is usually
-  normalised to unit average energy (as DVB-S2 APSK tables in simulation code are), and
-  liquid-dsp's modems, which have both cross QAMs (SQAM32, SQAM128: the same 6x6 and 12x12
-  crosses) and the 64APSK used here, emit unit-power symbols. Caveat: ASK has no gr-digital builder either, yet measures far better with
-  the mean-amplitude rule (above). Measured, in three steps: the cross QAMs, 32QAM 0.55 -> 0.76,
-  128QAM 0.40 -> 0.62 (+30 dB 0.44 -> 0.59), other classes unchanged, realism 0.735 -> 0.752;
-  liquid-dsp's 64APSK, 0.19 -> 0.67 (+30 dB 0.31 -> 0.81, read as 128APSK 70 % -> 23 %; the
-  DVB-S2X 4+12+20+28 at unit power had measured 0.11), 0.752 -> 0.772; the DVB APSKs, 16APSK
-  0.81 -> 0.99, but 32APSK 0.92 -> 0.88 and 128APSK 0.80 -> 0.71 (read as 64APSK 20 %), 0.772 ->
-  0.774, kept for the one rule over all table-defined constellations (a tie within the
-  benchmark's noise).
+  unit power (`_unit_power_linear`) -- the mean-amplitude rule is that of GNU Radio's constellation
+  objects (gr-digital's `constellation` base class and O'Shea's gr-mapper scale to mean |s| = 1),
+  but neither builds a cross QAM or an APSK: `digital.qam_constellation` raises for an M that is
+  not a power of 4, gr-mapper has QAM16 and QAM64 only, and gr-dtv's DVB-S2 tables sit inside its
+  modulator block. These classes come from tables made elsewhere, e.g. fed to
+  `digital.chunks_to_symbols_bc`, which does not normalise: a hand-made table is usually normalised
+  to unit average energy (as DVB-S2 APSK tables in simulation code are), and liquid-dsp's modems,
+  which have both cross QAMs (SQAM32, SQAM128: the same 6x6 and 12x12 crosses) and the 64APSK used
+  here, emit unit-power symbols. Caveat: ASK has no gr-digital builder either, yet measures far
+  better with the mean-amplitude rule (above). Measured, in three steps: the cross QAMs, 32QAM
+  0.55 -> 0.76, 128QAM 0.40 -> 0.62 (+30 dB 0.44 -> 0.59), other classes unchanged, realism
+  0.735 -> 0.752; liquid-dsp's 64APSK, 0.19 -> 0.67 (+30 dB 0.31 -> 0.81, read as 128APSK
+  70 % -> 23 %; the DVB-S2X 4+12+20+28 at unit power had measured 0.11), 0.752 -> 0.772; the DVB
+  APSKs, 16APSK 0.81 -> 0.99, but 32APSK 0.92 -> 0.88 and 128APSK 0.80 -> 0.71 (read as 64APSK
+  20 %), 0.772 -> 0.774, kept for the one rule over all table-defined constellations (a tie within
+  the benchmark's noise).
 - Frame level, other classes: FM, GMSK and DSB frames unit power; SSB frames rms U(2, 3) --
   real +30 dB SSB frames exceed the
   [-2, 2] range that holds 98.3 % of the other classes' samples while looking carrier-dominated
