@@ -1,5 +1,5 @@
 """Checks that run beside the build: a step's verification executes in a second process while
-the next step transforms the graph.
+the next step transforms the graph, and so is the cost report.
 
 Executing a stage on the verification frames takes as long as transforming it; the two are
 independent once the stage's graph exists, so `run_flow` opens a `Background` for the build and
@@ -51,11 +51,14 @@ class _Pending:
     future: Future | None  # None: a callback to run once the step's checks have passed
     on_done: Callable[[object], None]
     on_failure: Callable[[], None] | None = None
+    before_next_step: bool = True  # False: a report, collected by the end of the build
 
 
 @dataclass
 class Background:
-    """One worker process, running submitted checks in submission order."""
+    """One worker process, running what is submitted in submission order; the checks must
+    pass before the next step's checkpoint, a report (the cost analysis) by the end of the
+    build. (A second worker measured no faster on two cores: the build itself needs one.)"""
 
     finn_dir: Path
     env: dict[str, str]
@@ -69,11 +72,13 @@ class Background:
                                          mp_context=multiprocessing.get_context("spawn"))
         self._pool.submit(_warm_up, str(self.finn_dir), self.env)
 
-    def submit(self, step: str, func: Callable, *args, on_done: Callable[[object], None]) \
-            -> None:
-        """Run `func(*args)` in the worker after what is already queued; `on_done(result)`
-        runs here when the result is collected (it may raise to fail the build)."""
-        self._pending.append(_Pending(step, self._pool.submit(func, *args), on_done))
+    def submit(self, step: str, func: Callable, *args, on_done: Callable[[object], None],
+               before_next_step: bool = True) -> None:
+        """Run `func(*args)` in a worker; `on_done(result)` runs here when the result is
+        collected (it may raise to fail the build): before the next step's checkpoint, or, for
+        a report (`before_next_step=False`), by the end of the build."""
+        self._pending.append(_Pending(step, self._pool.submit(func, *args), on_done,
+                                      before_next_step=before_next_step))
 
     def when_checked(self, step: str, on_pass: Callable[[], None],
                      on_failure: Callable[[], None]) -> None:
@@ -86,7 +91,8 @@ class Background:
         their results; the first failure is raised."""
         keep = []
         for pending in self._pending:
-            if pending.step == except_step:
+            if except_step is not None and (pending.step == except_step
+                                            or not pending.before_next_step):
                 keep.append(pending)
                 continue
             result = None
@@ -106,9 +112,16 @@ class Background:
         self._pending = keep
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        """Stop the workers. Called once everything is settled (or the build is abandoned):
+        they are terminated rather than left to wind their interpreters down (half a second
+        of torch and finn-plus finalization, at the end of every build)."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=True)
 
 
 @contextmanager

@@ -239,7 +239,7 @@ def step_cost(model, cfg: BuildConfig):
         _write_cost(cfg, _cost_job(model))
     else:
         work.submit("cost", _cost_job, model.model.SerializeToString(),
-                    on_done=lambda report: _write_cost(cfg, report))
+                    on_done=lambda report: _write_cost(cfg, report), before_next_step=False)
     return model
 
 

@@ -50,3 +50,16 @@ def test_a_failed_check_outranks_a_later_error(tmp_path):
             work.submit("a", math.sqrt, -1.0, on_done=_fail_on_exception)
             raise RuntimeError("the next step crashed")
     assert isinstance(caught.value.__context__, RuntimeError)
+
+
+def test_a_report_is_collected_by_the_end_not_before_the_next_step(tmp_path):
+    import time
+
+    seen = []
+    with background(tmp_path, {}) as work:
+        work.submit("cost", time.sleep, 0.3, on_done=lambda _: seen.append("report"),
+                    before_next_step=False)
+        work.submit("a", os.getpid, on_done=lambda _: seen.append("a checked"))
+        work.settle(except_step="b")  # after step b: a's check, not yet the report
+        assert seen == ["a checked"]
+    assert seen == ["a checked", "report"]
