@@ -122,4 +122,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything is written. Exempt the objects left (torch, finn-plus, onnx: millions) from
+    # the interpreter's final garbage collection, half a second at every exit; atexit
+    # handlers and stream flushing still run.
+    import gc
+
+    gc.freeze()
+    sys.exit(code)
