@@ -118,8 +118,10 @@ class Background:
         if self._pool is None:
             return
         pool, self._pool = self._pool, None
+        # (shutdown forgets the processes: take them first)
+        processes = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
+        for process in processes:
             process.terminate()
         pool.shutdown(wait=True)
 

@@ -63,3 +63,18 @@ def test_a_report_is_collected_by_the_end_not_before_the_next_step(tmp_path):
         work.settle(except_step="b")  # after step b: a's check, not yet the report
         assert seen == ["a checked"]
     assert seen == ["a checked", "report"]
+
+
+def test_the_worker_is_stopped_on_leaving(tmp_path):
+    """No worker outlives the build (nor keeps the interpreter waiting at exit)."""
+    import multiprocessing
+    import time
+
+    pids = []
+    with background(tmp_path, {}) as work:
+        work.submit("a", os.getpid, on_done=pids.append)
+    assert pids and pids[0] != os.getpid()
+    deadline = time.monotonic() + 5
+    while any(p.pid == pids[0] for p in multiprocessing.active_children()):
+        assert time.monotonic() < deadline, "the background worker is still running"
+        time.sleep(0.05)
