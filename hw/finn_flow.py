@@ -59,7 +59,6 @@ from finn.transformation.fpgadataflow.minimize_accumulator_width import Minimize
 from finn.transformation.fpgadataflow.minimize_weight_bit_width import MinimizeWeightBitWidth
 from finn.transformation.move_reshape import RemoveCNVtoFCFlatten
 from finn.transformation.qonnx.convert_qonnx_to_finn import ConvertQONNXtoFINN
-from finn.transformation.streamline import Streamline
 from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
 
 from flows.errors import ToolchainError
@@ -79,6 +78,7 @@ from hw.transforms import (
     RecordTopKInputScale,
     RepeatUntilFixpoint,
     SplitOffHostBranch,
+    StreamlineTidyOnChange,
 )
 
 __all__ = [
@@ -163,7 +163,7 @@ def streamline(model: ModelWrapper) -> ModelWrapper:
     layer's bias into an integer Add in front of the output scale.
     """
     model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
-    model = model.transform(Streamline())
+    model = model.transform(StreamlineTidyOnChange())
     model = model.transform(LowerConvsToMatMul())
     model = model.transform(MakeForkedMaxPoolNHWC())
     model = model.transform(reorder.MakeMaxPoolNHWC())
@@ -179,7 +179,7 @@ def streamline(model: ModelWrapper) -> ModelWrapper:
         reorder.MoveLinearPastFork(),  # first, so that no merged scale also feeds a branch
         MoveLinearPastEltwiseAddForkSafe(),
         reorder.MoveScalarLinearPastInvariants(),
-        Streamline(),
+        StreamlineTidyOnChange(),
     ]))
     model = model.transform(RepeatUntilFixpoint([
         reorder.MoveTransposePastFork(),
