@@ -76,6 +76,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flows import background
+
+    background.prestart()  # the checks' worker imports finn-plus while this imports torch
+    try:
+        return _main(argv)
+    finally:
+        background.discard_prestarted()
+
+
+def _main(argv: list[str] | None) -> int:
     from flows.config import BuildConfig
     from flows.errors import ToolchainError
     from flows.presets import flow_for

@@ -35,14 +35,59 @@ def active() -> "Background | None":
     return _ACTIVE
 
 
-def _warm_up(finn_dir: str, env: dict[str, str]) -> None:
+def _warm_up(env: dict[str, str]) -> None:
     """Import finn-plus and the project's stages in the worker while the build starts."""
     os.environ.update(env)
+    import hw.finn_flow  # noqa: F401  (also installs the qonnx fixes)
+    import hw.frame_exec  # noqa: F401
+
+
+def _configure(finn_dir: str) -> None:
     from hw.finn_env import configure_finn
 
     configure_finn(Path(finn_dir))
-    import hw.finn_flow  # noqa: F401  (also installs the qonnx fixes)
-    import hw.frame_exec  # noqa: F401
+
+
+def worker_env() -> dict[str, str]:
+    """The environment the background work must share with the build."""
+    # the build executes graphs without rounding tensors to their datatypes (hw_steps._finn)
+    return {"SANITIZE_QUANT_TENSORS": os.environ.get("SANITIZE_QUANT_TENSORS", "0")}
+
+
+def _new_pool() -> ProcessPoolExecutor:
+    # spawn: a fresh interpreter; forking a process that holds torch and onnxruntime
+    # threads is not safe
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(_warm_up, worker_env())
+    return pool
+
+
+_PRESTARTED: ProcessPoolExecutor | None = None
+
+
+def prestart() -> None:
+    """Start the worker now, for the build that follows in this process: it imports finn-plus
+    while the build imports torch and the model zoo (the first two seconds of every build)."""
+    global _PRESTARTED
+    if _PRESTARTED is None:
+        _PRESTARTED = _new_pool()
+
+
+def discard_prestarted() -> None:
+    """Stop a worker that `prestart` started and no build took (the build failed early)."""
+    global _PRESTARTED
+    if _PRESTARTED is not None:
+        _terminate(_PRESTARTED)
+        _PRESTARTED = None
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    # (shutdown forgets the processes: take them first)
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    pool.shutdown(wait=True)
 
 
 @dataclass
@@ -61,16 +106,13 @@ class Background:
     build. (A second worker measured no faster on two cores: the build itself needs one.)"""
 
     finn_dir: Path
-    env: dict[str, str]
     _pool: ProcessPoolExecutor | None = None
     _pending: list[_Pending] = field(default_factory=list)
 
     def start(self) -> None:
-        # spawn: a fresh interpreter; forking a process that holds torch and onnxruntime
-        # threads is not safe
-        self._pool = ProcessPoolExecutor(max_workers=1,
-                                         mp_context=multiprocessing.get_context("spawn"))
-        self._pool.submit(_warm_up, str(self.finn_dir), self.env)
+        global _PRESTARTED
+        self._pool, _PRESTARTED = _PRESTARTED or _new_pool(), None
+        self._pool.submit(_configure, str(self.finn_dir))
 
     def submit(self, step: str, func: Callable, *args, on_done: Callable[[object], None],
                before_next_step: bool = True) -> None:
@@ -118,20 +160,15 @@ class Background:
         if self._pool is None:
             return
         pool, self._pool = self._pool, None
-        # (shutdown forgets the processes: take them first)
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            process.terminate()
-        pool.shutdown(wait=True)
+        _terminate(pool)
 
 
 @contextmanager
-def background(finn_dir: Path, env: dict[str, str]) -> Iterator[Background]:
+def background(finn_dir: Path) -> Iterator[Background]:
     """Open a Background for one build; on leaving, every queued check is settled (a failed
     check outranks an error raised later in the build: it happened first)."""
     global _ACTIVE
-    work = Background(Path(finn_dir), dict(env))
+    work = Background(Path(finn_dir))
     work.start()
     _ACTIVE = work
     try:

@@ -55,14 +55,6 @@ def _check_resumable(cfg: BuildConfig) -> None:
                 "Resume with the same options, or build into another --out.")
 
 
-def _background_env() -> dict[str, str]:
-    """The environment the background checks must share with the build."""
-    import os
-
-    # the build executes graphs without rounding tensors to their datatypes (hw_steps._finn)
-    return {"SANITIZE_QUANT_TENSORS": os.environ.get("SANITIZE_QUANT_TENSORS", "0")}
-
-
 def _finish_step(cfg: BuildConfig, work, step, index: int, seconds: float, model,
                  records: dict, log_path: Path) -> None:
     """Write the step's checkpoint (staged until its checks pass) and its time."""
@@ -111,7 +103,7 @@ def run_flow(cfg: BuildConfig, flow: tuple[str, ...] | None = None) -> Any:
 
     log_path = cfg.report_dir / "steps.json"
     records = {r["step"]: r for r in json.loads(log_path.read_text())} if log_path.exists() else {}
-    with background(cfg.out_dir / "finn", _background_env()) as work:
+    with background(cfg.out_dir / "finn") as work:
         for index in range(start, stop + 1):
             step = get_step(names[index])
             console.print(f"[bold][{index:02d}][/bold] {step.name}: {step.summary}")
