@@ -87,6 +87,11 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         process.terminate()
+    for process in processes:
+        process.join(1.0)
+        if process.is_alive():  # SIGTERM did not end it (caught in its start-up): SIGKILL
+            process.kill()
+            process.join()
     pool.shutdown(wait=True)
 
 
