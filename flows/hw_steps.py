@@ -131,6 +131,9 @@ def _run_verify_job(job: _VerifyJob, whole, previous) -> dict:
 
         return ModelWrapper(onnx.load_model_from_string(model))
 
+    import time
+
+    started = time.perf_counter()
     frames = np.load(job.frames)["x"]
     frames = frames.reshape(len(frames), *job.input_shape).astype(np.float32)
     golden = np.load(job.golden)["logits"]
@@ -146,7 +149,8 @@ def _run_verify_job(job: _VerifyJob, whole, previous) -> dict:
                          f"{type(exc).__name__}: {exc}"}
     return {"frames": int(len(frames)), "classes_equal": check.classes_equal,
             "frames_within_atol": check.frames_within(job.atol),
-            "max_abs_diff": check.max_abs_diff}
+            "max_abs_diff": check.max_abs_diff,
+            "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _record_check(cfg: BuildConfig, job: _VerifyJob, outcome) -> None:
@@ -163,7 +167,7 @@ def _record_check(cfg: BuildConfig, job: _VerifyJob, outcome) -> None:
         raise ToolchainError(outcome["raise"])
     record.update(passed=True, classes_equal=outcome["classes_equal"],
                   frames_within_atol=outcome["frames_within_atol"],
-                  max_abs_diff=outcome["max_abs_diff"])
+                  max_abs_diff=outcome["max_abs_diff"], seconds=outcome["seconds"])
     _record_verification(cfg, record)
 
 

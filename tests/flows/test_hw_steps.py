@@ -50,6 +50,7 @@ def test_every_graph_step_matches_the_golden_model(built):
         assert r["passed"] and r["frames"] == 12, step
         assert r["classes_equal"] == 12, step
         assert r["frames_within_atol"] == 12 and r["max_abs_diff"] <= r["atol"] == 1e-4, step
+        assert 0 < r["seconds"] < 60, step
 
 
 def test_cost_report_of_the_exported_graph(built):
