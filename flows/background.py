@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +95,14 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True)
 
 
+def _run_here(func: Callable, args: tuple):
+    """`func(*args)` in this process, its exception as the result (as a future gives it)."""
+    try:
+        return func(*args)
+    except Exception as exc:  # noqa: BLE001  (handed to on_done like a worker's)
+        return exc
+
+
 @dataclass
 class _Pending:
     step: str
@@ -102,13 +110,18 @@ class _Pending:
     on_done: Callable[[object], None]
     on_failure: Callable[[], None] | None = None
     before_next_step: bool = True  # False: a report, collected by the end of the build
+    job: tuple = ()  # (func, *args): run here instead if the worker process is lost
 
 
 @dataclass
 class Background:
     """One worker process, running what is submitted in submission order; the checks must
     pass before the next step's checkpoint, a report (the cost analysis) by the end of the
-    build. (A second worker measured no faster on two cores: the build itself needs one.)"""
+    build. (A second worker measured no faster on two cores: the build itself needs one.)
+
+    If the worker process is lost (killed, out of memory, or it could not start: a script
+    that calls `build.main` without an `if __name__ == "__main__":` guard cannot spawn one),
+    the work runs in the build's own process instead, with a note; the build goes on."""
 
     finn_dir: Path
     _pool: ProcessPoolExecutor | None = None
@@ -117,15 +130,37 @@ class Background:
     def start(self) -> None:
         global _PRESTARTED
         self._pool, _PRESTARTED = _PRESTARTED or _new_pool(), None
-        self._pool.submit(_configure, str(self.finn_dir))
+        try:
+            self._pool.submit(_configure, str(self.finn_dir))
+        except BrokenExecutor:
+            self._lost()
 
     def submit(self, step: str, func: Callable, *args, on_done: Callable[[object], None],
                before_next_step: bool = True) -> None:
         """Run `func(*args)` in a worker; `on_done(result)` runs here when the result is
         collected (it may raise to fail the build): before the next step's checkpoint, or, for
         a report (`before_next_step=False`), by the end of the build."""
-        self._pending.append(_Pending(step, self._pool.submit(func, *args), on_done,
-                                      before_next_step=before_next_step))
+        future = None
+        if self._pool is not None:
+            try:
+                future = self._pool.submit(func, *args)
+            except BrokenExecutor:
+                self._lost()
+        if future is None:
+            future = Future()
+            future.set_result(_run_here(func, args))
+        self._pending.append(_Pending(step, future, on_done, before_next_step=before_next_step,
+                                      job=(func, *args)))
+
+    def _lost(self) -> None:
+        from flows.runner import console
+
+        console.print("[bold yellow]note:[/bold yellow] the background process for the checks "
+                      "was lost; they run in this process from here on (slower, same checks).",
+                      highlight=False)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            _terminate(pool)
 
     def when_checked(self, step: str, on_pass: Callable[[], None],
                      on_failure: Callable[[], None]) -> None:
@@ -146,7 +181,11 @@ class Background:
             if pending.future is not None:
                 try:
                     result = pending.future.result()
-                except Exception as exc:  # noqa: BLE001  (the worker process died or failed)
+                except BrokenExecutor:  # the worker process is gone: do the work here
+                    if self._pool is not None:
+                        self._lost()
+                    result = _run_here(pending.job[0], pending.job[1:])
+                except Exception as exc:  # noqa: BLE001  (the work itself failed)
                     result = exc
             try:
                 pending.on_done(result)

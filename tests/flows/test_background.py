@@ -118,3 +118,23 @@ def test_build_main_leaves_no_worker_behind_on_bad_arguments(capsys):
     while any(child.is_alive() for child in multiprocessing.active_children()):
         assert time.monotonic() < deadline, "build.main left its worker running"
         time.sleep(0.05)
+
+
+def test_work_goes_on_in_this_process_when_the_worker_is_lost(tmp_path, capsys):
+    """A worker killed mid-build (out of memory, say): what was queued and what comes after
+    runs in the build's own process, with a note, and the results arrive as before."""
+    import time
+
+    results = []
+    with background(tmp_path) as work:
+        work.submit("a", os.getpid, on_done=results.append)
+        work.settle()
+        assert results[0] != os.getpid()
+        for process in list(work._pool._processes.values()):
+            process.kill()
+        time.sleep(0.5)
+        work.submit("b", os.getpid, on_done=results.append)
+        work.submit("c", math.sqrt, 9.0, on_done=results.append)
+        work.settle()
+    assert results[1:] == [os.getpid(), 3.0]
+    assert "background process for the checks was lost" in capsys.readouterr().err
