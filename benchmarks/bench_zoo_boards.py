@@ -64,7 +64,7 @@ def run_case(model: str, board: str, workdir: Path) -> dict:
     software = json.loads((out / "report" / "partition.json").read_text())["software_nodes"]
     record.update(throughput_fps=round(est["throughput_fps"]), latency_us=est["latency_us"],
                   lut=round(est["total"]["lut"]), bram18=est["total"]["bram18"],
-                  dsp=est["total"]["dsp"], fits=est["fits"],
+                  uram=est["total"]["uram"], dsp=est["total"]["dsp"], fits=est["fits"],
                   utilisation_max=max(json.loads((out / "report" / "folding_search.json")
                                                  .read_text())[-1]["utilisation"].values()),
                   software_nodes=[n["op_type"] for n in software])
@@ -72,17 +72,18 @@ def run_case(model: str, board: str, workdir: Path) -> dict:
 
 
 def markdown(results: list[dict], accuracy: dict[str, float | None]) -> str:
-    rows = ["| model | board | est. frames/s | latency (µs) | LUT | BRAM18 | DSP | fits | "
-            "synthetic test acc. (%) |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | board | est. frames/s | latency (µs) | LUT | BRAM18 | URAM | DSP | fits | "
+            "synthetic test acc. (%) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         acc = accuracy.get(r["model"])
         acc_text = f"{100 * acc:.1f}" if acc is not None else "untrained"
         if "error" in r:
-            rows.append(f"| {r['model']} | {r['board']} | {r['error'][:160]} |  |  |  |  | no | "
-                        f"{acc_text} |")
+            rows.append(f"| {r['model']} | {r['board']} | {r['error'][:160]} |  |  |  |  |  | "
+                        f"no | {acc_text} |")
             continue
         rows.append(f"| {r['model']} | {r['board']} | {r['throughput_fps']:,} | "
-                    f"{r['latency_us']:,.0f} | {r['lut']:,} | {r['bram18']} | {r['dsp']} | "
+                    f"{r['latency_us']:,.0f} | {r['lut']:,} | {r['bram18']} | "
+                    f"{r.get('uram', 0)} | {r['dsp']} | "  # records before URAM weights: 0
                     f"{'yes' if r['fits'] else 'no'} | {acc_text} |")
     return "\n".join(rows) + "\n"
 

@@ -37,7 +37,7 @@ def step_deploy(model, cfg: BuildConfig):
     from flows.fileio import atomic_write_text
     from flows.hw_steps import _finn, _parent
     from flows.runner import console
-    from hw.deploy import HostPartUnsupported, write_deploy_package
+    from hw.deploy import DeployUnsupported, HostPartUnsupported, write_deploy_package
     from hw.driver.accelerator import Accelerator
 
     _finn(cfg)
@@ -46,10 +46,11 @@ def step_deploy(model, cfg: BuildConfig):
         skipped.unlink()  # from an earlier run of this step
     try:
         out = write_deploy_package(model, _parent(cfg), cfg)
-    except HostPartUnsupported as exc:
+    except DeployUnsupported as exc:
         reason = (f"no deploy package for {cfg.model}: {exc}. The accelerator's code is in "
-                  f"{cfg.out_dir / 'finn'}; the software parts are listed in "
-                  "report/partition.json.")
+                  f"{cfg.out_dir / 'finn'}"
+                  + ("; the software parts are listed in report/partition.json."
+                     if isinstance(exc, HostPartUnsupported) else "."))
         atomic_write_text(skipped, json.dumps({"reason": reason}, indent=2) + "\n")
         console.print(f"[bold yellow]note:[/bold yellow] {reason}", highlight=False)
         return model

@@ -75,8 +75,26 @@ def _stream(inst, tensor: str, datatype, normal, folded) -> dict:
             "stream_width_bits": int(folded[-1] * stype.bits)}
 
 
-class HostPartUnsupported(ToolchainError):
+class DeployUnsupported(ToolchainError):
+    """The design needs something the board driver does not do yet: no package is written."""
+
+
+class HostPartUnsupported(DeployUnsupported):
     """The graph keeps software the board driver cannot run (a model's host part)."""
+
+
+def _check_no_runtime_weights(dataflow) -> None:
+    """Layers whose weights the driver would have to write at start-up (URAM weights)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    runtime = [n.name for n in dataflow.graph.node
+               if "runtime_writeable_weights" in getCustomOp(n).get_nodeattr_types()
+               and getCustomOp(n).get_nodeattr("runtime_writeable_weights")]
+    if runtime:
+        raise DeployUnsupported(
+            f"the weights of {', '.join(runtime)} are in UltraRAM, which the bitstream cannot "
+            "initialise: the driver would have to write them through each layer's AXI-lite "
+            "port at start-up (FINN's runtime-writeable weights), which it does not do yet")
 
 
 def _software_ops(parent, dataflow) -> tuple[list[dict], dict | None]:
@@ -206,6 +224,7 @@ def write_deploy_package(dataflow, parent, cfg, out_dir: Path | None = None) -> 
     """Write DIR/deploy/ for the dataflow model `dataflow` (the final HW graph) and its parent
     graph; returns the package directory. Bitfiles already in DIR/bitfile/ are included."""
     out = Path(out_dir) if out_dir is not None else cfg.out_dir / DEPLOY_DIRNAME
+    _check_no_runtime_weights(dataflow)
     io = io_description(dataflow, parent, cfg)  # raises before anything is written
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / GRAPH_NAME) as tmp:

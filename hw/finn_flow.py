@@ -347,6 +347,36 @@ def lut_multipliers(model: ModelWrapper, fpga_part: str) -> ModelWrapper:
     return specialize(model, fpga_part) if changed else model
 
 
+def uram_weight_layers(model: ModelWrapper) -> list[str]:
+    """Names of the MVAUs that keep their weights in UltraRAM."""
+    return [n.name for n in model.graph.node if n.op_type.startswith("MVAU")
+            and getCustomOp(n).get_nodeattr("ram_style") == "ultra"]
+
+
+def weights_to_uram(model: ModelWrapper, names: Sequence[str]) -> ModelWrapper:
+    """`model` with the MVAUs `names` keeping their weights in UltraRAM (ram_style "ultra")
+    instead of block RAM. UltraScale+ URAM cannot be initialised by the bitstream, so FINN
+    requires such layers to be runtime-writeable (an AXI-lite port through which the driver
+    writes the weights at start-up): that is set too. Only decoupled weight memories
+    (mem_mode internal_decoupled, FINN's default) can be moved."""
+    model = copy.deepcopy(model)
+    wanted = set(names)
+    for node in model.graph.node:
+        if node.name not in wanted:
+            continue
+        inst = getCustomOp(node)
+        if not node.op_type.startswith("MVAU") or \
+                inst.get_nodeattr("mem_mode") != "internal_decoupled":
+            raise ToolchainError(f"{node.name} ({node.op_type}) cannot keep its weights in URAM: "
+                                 "only MVAUs with decoupled weight memories can")
+        inst.set_nodeattr("ram_style", "ultra")
+        inst.set_nodeattr("runtime_writeable_weights", 1)
+        wanted.discard(node.name)
+    if wanted:
+        raise ToolchainError(f"weights_to_uram: no layer named {', '.join(sorted(wanted))}")
+    return model
+
+
 def set_folding(model: ModelWrapper, target_fps: float, clock_mhz: float,
                 mvau_wwidth_max: int = 36) -> ModelWrapper:
     """Set PE/SIMD of every layer for `target_fps` at `clock_mhz` (finn's SetFolding with its

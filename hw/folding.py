@@ -15,7 +15,8 @@ from flows.errors import InputFileError, ToolchainError
 from flows.fileio import atomic_path
 
 # Node attributes that make up a folding config; written out and accepted back.
-FOLDING_ATTRS = ("PE", "SIMD", "ram_style", "resType", "mem_mode", "parallel_window")
+FOLDING_ATTRS = ("PE", "SIMD", "ram_style", "runtime_writeable_weights", "resType", "mem_mode",
+                 "parallel_window")
 MAX_ATTEMPTS = 12
 MAX_LIFTED_ATTEMPTS = 5
 MIN_TARGET_FPS = 10.0
@@ -42,6 +43,7 @@ def _attempt(model, cfg, target: float, wwidth_max: int) -> tuple[object, dict]:
     used, fits = utilisation(est["total"], cfg.board_record, cfg.max_utilisation)
     return folded, {"target_fps": round(target, 1), "mvau_wwidth_max": wwidth_max,
                     "multipliers": "dsp" if ff.dsp_layers(model) else "lut",
+                    "weights_in_uram": ff.uram_weight_layers(model),
                     "estimated_fps": round(est["throughput_fps"], 1),
                     "bottleneck": est["bottleneck"], **est["total"],
                     "utilisation": {k: round(v, 4) for k, v in used.items()}, "fits": fits}
@@ -71,6 +73,40 @@ def _with_lut_multipliers_if_dsp_bound(model, cfg, target: float, wwidth_max: in
     return model, folded, record
 
 
+def _with_uram_weights_if_bram_bound(model, cfg, target: float, wwidth_max: int, folded,
+                                     record: dict, search: list[dict]):
+    """(model, folded, record) to go on with: unchanged, or, when `record` runs out of block
+    RAM on a board with UltraRAM, `model` with the weights of its largest MVAU memories moved
+    to URAM (`finn_flow.weights_to_uram`), largest first until the rest fits the block RAM,
+    and its attempt at the same target (added to `search`)."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hw import finn_flow as ff
+
+    res = cfg.board_record.resources
+    used = record["utilisation"]
+    if record["fits"] or not res.uram or used["bram18"] <= cfg.max_utilisation:
+        return model, folded, record
+    layers = ff.estimates(folded, cfg.fpga_part, cfg.effective_clock_mhz)["layers"]
+    movable = {n.name for n in folded.graph.node if n.op_type.startswith("MVAU")
+               and getCustomOp(n).get_nodeattr("mem_mode") == "internal_decoupled"
+               and getCustomOp(n).get_nodeattr("ram_style") != "ultra"}
+    excess = record["bram18"] - cfg.max_utilisation * res.bram18
+    moved = []
+    for layer in sorted(layers, key=lambda l: -l["bram18"]):
+        if excess <= 0 or layer["bram18"] == 0:
+            break
+        if layer["name"] in movable:
+            moved.append(layer["name"])
+            excess -= layer["bram18"]
+    if not moved:
+        return model, folded, record
+    model = ff.weights_to_uram(model, moved)
+    folded, record = _attempt(model, cfg, target, wwidth_max)
+    search.append(record)
+    return model, folded, record
+
+
 def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
     """Fold for cfg.effective_target_fps; lower the target until the estimate fits.
 
@@ -84,7 +120,8 @@ def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
 
     A design that runs out of DSP slices with most LUTs unused is tried again with every
     MVAU/VVAU multiplying in LUTs (`finn_flow.lut_multipliers`), and the search goes on with
-    those.
+    those. One that runs out of block RAM on a board with UltraRAM moves its largest weight
+    memories to URAM (`finn_flow.weights_to_uram`) and goes on with those.
     """
     target = cfg.effective_target_fps
     search: list[dict] = []
@@ -92,6 +129,8 @@ def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
         folded, record = _attempt(model, cfg, target, cfg.mvau_wwidth_max)
         search.append(record)
         model, folded, record = _with_lut_multipliers_if_dsp_bound(
+            model, cfg, target, cfg.mvau_wwidth_max, folded, record, search)
+        model, folded, record = _with_uram_weights_if_bram_bound(
             model, cfg, target, cfg.mvau_wwidth_max, folded, record, search)
         if record["fits"]:
             if record["estimated_fps"] < 0.95 * target:
@@ -147,6 +186,8 @@ def _faster_with_cap_lifted(model, cfg, target: float, folded, record: dict,
         lifted, lifted_record = _attempt(model, cfg, target, LIFTED_WWIDTH_MAX)
         search.append(lifted_record)
         model, lifted, lifted_record = _with_lut_multipliers_if_dsp_bound(
+            model, cfg, target, LIFTED_WWIDTH_MAX, lifted, lifted_record, search)
+        model, lifted, lifted_record = _with_uram_weights_if_bram_bound(
             model, cfg, target, LIFTED_WWIDTH_MAX, lifted, lifted_record, search)
         if lifted_record["fits"]:
             if lifted_record["estimated_fps"] > best_record["estimated_fps"]:

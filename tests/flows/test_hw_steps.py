@@ -245,3 +245,41 @@ def test_fold_moves_multipliers_to_luts_when_dsps_run_out(built, tmp_path, monke
     cfg.folding = str(path)
     again = apply_folding_file(model, cfg)  # names the HLS layers the RTL ones become
     assert [n.name for n in again.graph.node] == [n.name for n in folded.graph.node]
+
+
+def test_fold_moves_weights_to_uram_when_block_ram_runs_out(built, tmp_path, monkeypatch):
+    """On a board with too little block RAM but UltraRAM to spare, the search moves the
+    largest weight memories to URAM (runtime-writeable, as FINN requires), the design fits,
+    the folding file carries it, and the deploy step declines the package, saying why."""
+    import dataclasses
+
+    from flows.config import BuildConfig
+    from flows.steps import get_step
+    from hw import boards, finn_flow as ff
+    from hw.deploy import DeployUnsupported, _check_no_runtime_weights
+    from hw.folding import apply_folding_file, fold_to_fit, write_folding_config
+
+    real = boards.get_board("pynq-z2")
+    little_bram = dataclasses.replace(real, resources=dataclasses.replace(
+        real.resources, bram18=60, uram=64))
+    monkeypatch.setattr(boards, "get_board", lambda name: little_bram)
+    cfg = BuildConfig.load(built / "build_config.json")
+    model = get_step("specialize").checkpoint.load(_checkpoint(built, "specialize"), cfg)
+    folded, search = fold_to_fit(model, cfg)
+    chosen = next(s for s in search if s.get("chosen"))
+    assert any(not s["weights_in_uram"] and not s["fits"] and s["bram18"] > 54 for s in search)
+    assert chosen["fits"] and chosen["weights_in_uram"] and chosen["bram18"] <= 0.9 * 60
+    assert 0 < chosen["uram"] <= 0.9 * 64
+    assert ff.uram_weight_layers(folded) == chosen["weights_in_uram"]
+    for node in folded.graph.node:
+        if node.name in chosen["weights_in_uram"]:
+            inst = ff.getCustomOp(node)
+            assert inst.get_nodeattr("runtime_writeable_weights") == 1
+    path = tmp_path / "folding.json"
+    write_folding_config(folded, path)
+    cfg.folding = str(path)
+    again = apply_folding_file(model, cfg)
+    assert ff.uram_weight_layers(again) == chosen["weights_in_uram"]
+    _check_no_runtime_weights(model)  # block RAM weights: nothing to decline
+    with pytest.raises(DeployUnsupported, match="UltraRAM, which the bitstream cannot"):
+        _check_no_runtime_weights(folded)
