@@ -329,32 +329,31 @@ def apply_qonnx_fixes() -> None:
     from qonnx.transformation.general import (GiveReadableTensorNames, GiveUniqueTensorNames,
                                               SortGraph)
 
-    if GiveUniqueTensorNames.apply is not give_unique_tensor_names:
-        _ORIGINAL_UNIQUE_NAMES = GiveUniqueTensorNames.apply
-        GiveUniqueTensorNames.apply = give_unique_tensor_names
-    if GiveReadableTensorNames.apply is not give_readable_tensor_names:
-        _ORIGINAL_READABLE_NAMES = GiveReadableTensorNames.apply
-        GiveReadableTensorNames.apply = give_readable_tensor_names
-
+    _ORIGINAL_UNIQUE_NAMES = _install(GiveUniqueTensorNames, "apply", give_unique_tensor_names,
+                                      _ORIGINAL_UNIQUE_NAMES)
+    _ORIGINAL_READABLE_NAMES = _install(GiveReadableTensorNames, "apply",
+                                        give_readable_tensor_names, _ORIGINAL_READABLE_NAMES)
     ModelWrapper.rename_tensor = rename_tensor_everywhere
-    if ModelWrapper.get_initializer is not get_initializer_scan:
-        _ORIGINAL_GET_INITIALIZER = ModelWrapper.get_initializer
-        ModelWrapper.get_initializer = get_initializer_scan
+    _ORIGINAL_GET_INITIALIZER = _install(ModelWrapper, "get_initializer", get_initializer_scan,
+                                         _ORIGINAL_GET_INITIALIZER)
     for module_name in _GET_BY_NAME_USERS:
-        module = importlib.import_module(module_name)
-        if module.get_by_name is not get_by_name_scan:
-            if _ORIGINAL_GET_BY_NAME is None:
-                _ORIGINAL_GET_BY_NAME = module.get_by_name
-            module.get_by_name = get_by_name_scan
-    if SortGraph.apply is not sort_graph_linear:
-        _ORIGINAL_SORT_GRAPH = SortGraph.apply
-        SortGraph.apply = sort_graph_linear
-    if Thresholding.minimize_weight_bit_width is not minimize_threshold_width:
-        _ORIGINAL_MINIMIZE_THRESHOLDS = Thresholding.minimize_weight_bit_width
-        Thresholding.minimize_weight_bit_width = minimize_threshold_width
+        _ORIGINAL_GET_BY_NAME = _install(importlib.import_module(module_name), "get_by_name",
+                                         get_by_name_scan, _ORIGINAL_GET_BY_NAME)
+    _ORIGINAL_SORT_GRAPH = _install(SortGraph, "apply", sort_graph_linear, _ORIGINAL_SORT_GRAPH)
+    _ORIGINAL_MINIMIZE_THRESHOLDS = _install(Thresholding, "minimize_weight_bit_width",
+                                             minimize_threshold_width,
+                                             _ORIGINAL_MINIMIZE_THRESHOLDS)
     for module_name in _MULTITHRESHOLD_USERS:
-        module = importlib.import_module(module_name)
-        if module.multithreshold is not multithreshold_sorted:
-            if _ORIGINAL_MULTITHRESHOLD is None:
-                _ORIGINAL_MULTITHRESHOLD = module.multithreshold
-            module.multithreshold = multithreshold_sorted
+        _ORIGINAL_MULTITHRESHOLD = _install(importlib.import_module(module_name), "multithreshold",
+                                            multithreshold_sorted, _ORIGINAL_MULTITHRESHOLD)
+
+
+def _install(owner, name: str, fixed, original):
+    """Set `owner.name` to `fixed`; return the original it replaced, or `original` when that
+    is already known (the fix installed before, or another module's binding replaced first)."""
+    current = getattr(owner, name)
+    if current is not fixed:
+        setattr(owner, name, fixed)
+        if original is None:
+            return current
+    return original
