@@ -1,5 +1,5 @@
 """Checks that run beside the build: a step's verification executes in a second process while
-the next step transforms the graph, and so is the cost report.
+the next step transforms the graph; so does the cost report.
 
 Executing a stage on the verification frames takes as long as transforming it; the two are
 independent once the stage's graph exists, so `run_flow` opens a `Background` for the build and
@@ -25,8 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from flows.errors import ToolchainError
-
 _ACTIVE: "Background | None" = None
 
 
@@ -48,7 +46,7 @@ def _configure(finn_dir: str) -> None:
     configure_finn(Path(finn_dir))
 
 
-def worker_env() -> dict[str, str]:
+def _worker_env() -> dict[str, str]:
     """The environment the background work must share with the build."""
     # the build executes graphs without rounding tensors to their datatypes (hw_steps._finn)
     return {"SANITIZE_QUANT_TENSORS": os.environ.get("SANITIZE_QUANT_TENSORS", "0")}
@@ -58,7 +56,7 @@ def _new_pool() -> ProcessPoolExecutor:
     # spawn: a fresh interpreter; forking a process that holds torch and onnxruntime
     # threads is not safe
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    pool.submit(_warm_up, worker_env())
+    pool.submit(_warm_up, _worker_env())
     return pool
 
 
