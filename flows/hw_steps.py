@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,17 @@ def _verify(step: str, model, previous, cfg: BuildConfig, *, dataflow: bool = Fa
                 on_done=lambda outcome: _record_check(cfg, job, outcome))
 
 
+def _as_model(model):
+    """A ModelWrapper from itself, or from the serialized proto a background job receives
+    (None stays None)."""
+    if not isinstance(model, bytes):
+        return model
+    import onnx
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    return ModelWrapper(onnx.load_model_from_string(model))
+
+
 @dataclass(frozen=True)
 class _VerifyJob:
     """What one check needs besides the two graphs (plain values: it crosses processes)."""
@@ -120,25 +132,15 @@ class _VerifyJob:
 def _run_verify_job(job: _VerifyJob, whole, previous) -> dict:
     """Execute and compare (in this process or the background one): the record's outcome
     fields, or {"error": ..., "raise": ...} when the check fails."""
-    from qonnx.core.modelwrapper import ModelWrapper
-
     from hw import finn_flow as ff
-
-    def wrapped(model):
-        if model is None or isinstance(model, ModelWrapper):
-            return model
-        import onnx
-
-        return ModelWrapper(onnx.load_model_from_string(model))
-
-    import time
 
     started = time.perf_counter()
     frames = np.load(job.frames)["x"]
     frames = frames.reshape(len(frames), *job.input_shape).astype(np.float32)
     golden = np.load(job.golden)["logits"]
     try:
-        check = ff.verify(job.step, wrapped(whole), frames, golden, previous=wrapped(previous),
+        check = ff.verify(job.step, _as_model(whole), frames, golden,
+                          previous=_as_model(previous),
                           atol=job.atol, max_off_fraction=job.off_fraction, rtol=job.rtol,
                           evidence_dir=job.evidence_dir)
     except ToolchainError as exc:
@@ -251,12 +253,7 @@ def _cost_job(model):
     """The scored cost report of a QONNX model (a ModelWrapper or its serialized proto)."""
     from flows.cost import cost_report, scored
 
-    if isinstance(model, bytes):
-        import onnx
-        from qonnx.core.modelwrapper import ModelWrapper
-
-        model = ModelWrapper(onnx.load_model_from_string(model))
-    return scored(cost_report(model))
+    return scored(cost_report(_as_model(model)))
 
 
 def _write_cost(cfg: BuildConfig, report) -> None:
