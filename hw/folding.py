@@ -241,6 +241,15 @@ def apply_folding_file(model, cfg):
         model = model.transform(ApplyConfig(config))
     except Exception as exc:  # noqa: BLE001  (FINN raises assorted errors on bad attributes)
         raise InputFileError(path, f"cannot be applied: {exc}") from None
+    from qonnx.custom_op.registry import getCustomOp
+
+    fixed_uram = [n.name for n in model.graph.node if n.name in ff.uram_weight_layers(model)
+                  and not getCustomOp(n).get_nodeattr("runtime_writeable_weights")]
+    if fixed_uram:  # FINN asserts this only at code generation
+        raise InputFileError(path, f"puts the weights of {', '.join(fixed_uram)} in URAM "
+                             "(ram_style \"ultra\") without runtime_writeable_weights",
+                             fix="Set \"runtime_writeable_weights\": 1 for those layers: the "
+                                 "bitstream cannot initialise URAM on UltraScale+")
     return ff.minimize_bit_widths(model)
 
 

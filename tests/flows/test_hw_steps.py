@@ -256,6 +256,7 @@ def test_fold_moves_weights_to_uram_when_block_ram_runs_out(built, tmp_path, mon
     from flows.config import BuildConfig
     from flows.steps import get_step
     from hw import boards, finn_flow as ff
+    from flows.errors import InputFileError
     from hw.deploy import DeployUnsupported, _check_no_runtime_weights
     from hw.folding import apply_folding_file, fold_to_fit, write_folding_config
 
@@ -280,6 +281,11 @@ def test_fold_moves_weights_to_uram_when_block_ram_runs_out(built, tmp_path, mon
     cfg.folding = str(path)
     again = apply_folding_file(model, cfg)
     assert ff.uram_weight_layers(again) == chosen["weights_in_uram"]
+    edited = json.loads(path.read_text())
+    edited[chosen["weights_in_uram"][0]]["runtime_writeable_weights"] = 0
+    path.write_text(json.dumps(edited))
+    with pytest.raises(InputFileError, match="without runtime_writeable_weights"):
+        apply_folding_file(model, cfg)
     _check_no_runtime_weights(model)  # block RAM weights: nothing to decline
     with pytest.raises(DeployUnsupported, match="UltraRAM, which the bitstream cannot"):
         _check_no_runtime_weights(folded)
