@@ -78,7 +78,8 @@ def _with_uram_weights_if_bram_bound(model, cfg, target: float, wwidth_max: int,
     """(model, folded, record) to go on with: unchanged, or, when `record` runs out of block
     RAM on a board with UltraRAM, `model` with the weights of its largest MVAU memories moved
     to URAM (`finn_flow.weights_to_uram`), largest first until the rest fits the block RAM,
-    and its attempt at the same target (added to `search`)."""
+    and its attempt at the same target, if that attempt's largest utilisation is lower. The
+    attempt is added to `search` either way."""
     from qonnx.custom_op.registry import getCustomOp
 
     from hw import finn_flow as ff
@@ -101,10 +102,14 @@ def _with_uram_weights_if_bram_bound(model, cfg, target: float, wwidth_max: int,
             excess -= layer["bram18"]
     if not moved:
         return model, folded, record
-    model = ff.weights_to_uram(model, moved)
-    folded, record = _attempt(model, cfg, target, wwidth_max)
-    search.append(record)
-    return model, folded, record
+    uram_model = ff.weights_to_uram(model, moved)
+    uram_folded, uram_record = _attempt(uram_model, cfg, target, wwidth_max)
+    search.append(uram_record)
+    # URAM is 72 bits x 4,096 deep: wide, shallow memories waste most of it. Keep the move only
+    # if it brings the design closer to fitting (hakimi7 on ZCU104 would need 3.6x the URAM).
+    if max(uram_record["utilisation"].values()) >= max(used.values()):
+        return model, folded, record
+    return uram_model, uram_folded, uram_record
 
 
 def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
@@ -121,7 +126,9 @@ def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
     A design that runs out of DSP slices with most LUTs unused is tried again with every
     MVAU/VVAU multiplying in LUTs (`finn_flow.lut_multipliers`), and the search goes on with
     those. One that runs out of block RAM on a board with UltraRAM moves its largest weight
-    memories to URAM (`finn_flow.weights_to_uram`) and goes on with those.
+    memories to URAM (`finn_flow.weights_to_uram`) and goes on with those; not to go faster
+    once a design fits (the lifted search), since the driver cannot load URAM weights yet and
+    such a design gets no deploy package.
     """
     target = cfg.effective_target_fps
     search: list[dict] = []
@@ -186,8 +193,6 @@ def _faster_with_cap_lifted(model, cfg, target: float, folded, record: dict,
         lifted, lifted_record = _attempt(model, cfg, target, LIFTED_WWIDTH_MAX)
         search.append(lifted_record)
         model, lifted, lifted_record = _with_lut_multipliers_if_dsp_bound(
-            model, cfg, target, LIFTED_WWIDTH_MAX, lifted, lifted_record, search)
-        model, lifted, lifted_record = _with_uram_weights_if_bram_bound(
             model, cfg, target, LIFTED_WWIDTH_MAX, lifted, lifted_record, search)
         if lifted_record["fits"]:
             if lifted_record["estimated_fps"] > best_record["estimated_fps"]:
