@@ -125,29 +125,17 @@ def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
 
     A design that runs out of DSP slices with most LUTs unused is tried again with every
     MVAU/VVAU multiplying in LUTs (`finn_flow.lut_multipliers`), and the search goes on with
-    those. One that runs out of block RAM on a board with UltraRAM moves its largest weight
-    memories to URAM (`finn_flow.weights_to_uram`) and goes on with those; not to go faster
-    once a design fits (the lifted search), since the driver cannot load URAM weights yet and
-    such a design gets no deploy package.
+    those. Only when no design fits in block RAM, on a board with UltraRAM, the search runs
+    again moving the largest weight memories of designs short of block RAM to URAM
+    (`finn_flow.weights_to_uram`): the driver cannot load URAM weights yet, so such a design
+    gets no deploy package, and a slower design without them is preferred.
     """
-    target = cfg.effective_target_fps
     search: list[dict] = []
-    for _ in range(MAX_ATTEMPTS):
-        folded, record = _attempt(model, cfg, target, cfg.mvau_wwidth_max)
-        search.append(record)
-        model, folded, record = _with_lut_multipliers_if_dsp_bound(
-            model, cfg, target, cfg.mvau_wwidth_max, folded, record, search)
-        model, folded, record = _with_uram_weights_if_bram_bound(
-            model, cfg, target, cfg.mvau_wwidth_max, folded, record, search)
-        if record["fits"]:
-            if record["estimated_fps"] < 0.95 * target:
-                folded, record = _faster_with_cap_lifted(model, cfg, target, folded, record,
-                                                         search)
-            record["chosen"] = True
-            return folded, search
-        target = _lowered(target, record, cfg)
-        if target < MIN_TARGET_FPS:
-            break
+    found = _search(model, cfg, search, uram=False)
+    if found is None and cfg.board_record.resources.uram:
+        found = _search(model, cfg, search, uram=True)  # block RAM alone cannot hold it
+    if found is not None:
+        return found, search
     worst = search[-1]
     smallest = min(search, key=lambda r: max(r["utilisation"].values()))
     holding = _boards_holding({k: smallest[k] for k in ("lut", "bram18", "uram", "dsp")}, cfg)
@@ -158,6 +146,31 @@ def fold_to_fit(model, cfg) -> tuple[object, list[dict]]:
         + ". Its smallest design estimated (" + f"{smallest['estimated_fps']:,.0f} frames/s) fits "
         + (", ".join(holding) + " (smallest first)" if holding else "no board listed here")
         + ". Try a larger board (--board), fewer bits (--bits) or a folding file (--folding).")
+
+
+def _search(model, cfg, search: list[dict], uram: bool):
+    """fold_to_fit's search from the first target, its attempts added to `search`: the chosen
+    folded model (its record marked "chosen"), or None if nothing fits. With `uram`, designs
+    short of block RAM may move weights to URAM."""
+    target = cfg.effective_target_fps
+    for _ in range(MAX_ATTEMPTS):
+        folded, record = _attempt(model, cfg, target, cfg.mvau_wwidth_max)
+        search.append(record)
+        model, folded, record = _with_lut_multipliers_if_dsp_bound(
+            model, cfg, target, cfg.mvau_wwidth_max, folded, record, search)
+        if uram:
+            model, folded, record = _with_uram_weights_if_bram_bound(
+                model, cfg, target, cfg.mvau_wwidth_max, folded, record, search)
+        if record["fits"]:
+            if record["estimated_fps"] < 0.95 * target:
+                folded, record = _faster_with_cap_lifted(model, cfg, target, folded, record,
+                                                         search)
+            record["chosen"] = True
+            return folded
+        target = _lowered(target, record, cfg)
+        if target < MIN_TARGET_FPS:
+            return None
+    return None
 
 
 def _boards_holding(total: dict, cfg) -> list[str]:
