@@ -261,7 +261,8 @@ def apply_folding_file(model, cfg):
         raise InputFileError(path, f"cannot be applied: {exc}") from None
     from qonnx.custom_op.registry import getCustomOp
 
-    fixed_uram = [n.name for n in model.graph.node if n.name in ff.uram_weight_layers(model)
+    in_uram = set(ff.uram_weight_layers(model))
+    fixed_uram = [n.name for n in model.graph.node if n.name in in_uram
                   and not getCustomOp(n).get_nodeattr("runtime_writeable_weights")]
     if fixed_uram:  # FINN asserts this only at code generation
         raise InputFileError(path, f"puts the weights of {', '.join(fixed_uram)} in URAM "

@@ -285,14 +285,9 @@ def multithreshold_sorted(v, thresholds, out_scale=None, out_bias=None, channels
     common = np.result_type(v, thresholds)
     vm = v if channels_last else np.moveaxis(v, 1, -1)
     vm = vm.astype(common, copy=False)
-    thr = thresholds.astype(common, copy=False)
-    if thr.shape[0] == 1:
-        counts = np.searchsorted(thr[0], vm, side="right")
-    else:
-        counts = np.empty(vm.shape, dtype=np.int64)
-        for channel in range(thr.shape[0]):
-            counts[..., channel] = np.searchsorted(thr[channel], vm[..., channel], side="right")
-    ret = counts.astype(v.dtype)
+    from hw.driver.package import threshold_counts  # the board driver's counting, shared
+
+    ret = threshold_counts(thresholds.astype(common, copy=False), vm).astype(v.dtype)
     if not channels_last:
         ret = np.moveaxis(ret, -1, 1)
     if out_scale is None:

@@ -170,17 +170,22 @@ class DeployPackage:
         return np.ascontiguousarray(x, dtype=np.float32)
 
 
+def threshold_counts(thresholds: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per value of `x` (channels last), how many of its channel's thresholds it is greater
+    than or equal to; `thresholds` (channels or 1, steps) ascending along the steps."""
+    if thresholds.shape[0] == 1:
+        return np.searchsorted(thresholds[0], x, side="right")
+    counts = np.empty(x.shape, dtype=np.int64)
+    for channel in range(thresholds.shape[0]):
+        counts[..., channel] = np.searchsorted(thresholds[channel], x[..., channel], side="right")
+    return counts
+
+
 def _multithreshold(x: np.ndarray, op: dict) -> np.ndarray:
     """qonnx MultiThreshold: count of thresholds <= x per channel, times out_scale plus
     out_bias (channels on axis 1 for NCHW, last for NHWC)."""
     thresholds = np.sort(np.asarray(op["thresholds"], dtype=np.float32), axis=1)
     axis = -1 if op.get("data_layout", "NCHW") == "NHWC" else 1
-    xm = np.moveaxis(x, axis, -1)
-    if thresholds.shape[0] == 1:
-        counts = np.searchsorted(thresholds[0], xm, side="right")
-    else:
-        counts = np.empty(xm.shape, dtype=np.int64)
-        for c in range(thresholds.shape[0]):
-            counts[..., c] = np.searchsorted(thresholds[c], xm[..., c], side="right")
+    counts = threshold_counts(thresholds, np.moveaxis(x, axis, -1))
     y = counts * float(op.get("out_scale", 1.0)) + float(op.get("out_bias", 0.0))
     return np.moveaxis(y.astype(np.float32), -1, axis)
