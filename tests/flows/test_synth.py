@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pickle
 
@@ -115,17 +116,43 @@ def test_generate_frames_is_a_function_of_the_rng():
 
 # ---------------------------------------------------------------- physics
 
+def _measured_snr_db(name, label, layout="rml2018"):
+    """Project each noisy frame on its noise-free twin (same RNG): the true per-sample SNR."""
+    noisy = synth.generate_frames(name, label, 48, np.random.default_rng(5),
+                                  layout=layout).astype(complex)
+    clean = synth.generate_frames(name, math.inf, 48, np.random.default_rng(5),
+                                  layout=layout).astype(complex)
+    gain = np.sum(np.conj(clean) * noisy, axis=1) / np.sum(np.abs(clean) ** 2, axis=1)
+    residual = noisy - gain[:, None] * clean
+    signal = np.abs(gain) ** 2 * np.mean(np.abs(clean) ** 2, axis=1)
+    return 10 * np.log10(signal.mean() / np.mean(np.abs(residual) ** 2))
+
+
 @pytest.mark.parametrize("name", ["16QAM", "FM", "GMSK", "AM-DSB-WC", "OOK"])
-def test_measured_snr_tracks_the_label(name):
-    """Estimate the SNR by projecting each noisy frame on its noise-free twin (same RNG)."""
-    for snr in (-20, -6, 10, 30):
-        noisy = synth.generate_frames(name, snr, 48, np.random.default_rng(5)).astype(complex)
-        clean = synth.generate_frames(name, math.inf, 48, np.random.default_rng(5)).astype(complex)
-        gain = np.sum(np.conj(clean) * noisy, axis=1) / np.sum(np.abs(clean) ** 2, axis=1)
-        residual = noisy - gain[:, None] * clean
-        signal = np.abs(gain) ** 2 * np.mean(np.abs(clean) ** 2, axis=1)
-        measured = 10 * np.log10(signal.mean() / np.mean(np.abs(residual) ** 2))
-        assert abs(measured - snr) < 1.0, (name, snr, measured)
+def test_measured_snr_is_the_radioml_label_convention(name):
+    """Label L -> true SNR 2 L - 3.01 dB (GNU Radio noise amplitude 10^(-L/10) per I/Q rail)."""
+    for label in (-6, 0, 10, 30):
+        measured = _measured_snr_db(name, label)
+        assert abs(measured - (2 * label - 3.0103)) < 1.0, (name, label, measured)
+        assert synth.true_snr_db(label) == pytest.approx(2 * label - 3.0103, abs=1e-3)
+
+
+def test_rml2016_frames_follow_the_same_label_convention():
+    for label in (0, 10):
+        measured = _measured_snr_db("QPSK", label, layout="rml2016")
+        assert abs(measured - (2 * label - 3.0103)) < 1.0, (label, measured)
+    assert synth.true_snr_db(10, "rml2016") == synth.true_snr_db(10, "rml2018")
+
+
+def test_a_true_snr_label_is_available(monkeypatch):
+    phys = dataclasses.replace(synth.RML2018_PHYSICS, snr_label="true")
+    monkeypatch.setitem(synth.LAYOUTS, "rml2018",
+                        dataclasses.replace(synth.LAYOUTS["rml2018"], physics=phys))
+    assert synth.true_snr_db(10) == 10
+    assert abs(_measured_snr_db("16QAM", 10) - 10) < 1.0
+    bad = dataclasses.replace(phys, snr_label="es/n0")
+    with pytest.raises(ValueError, match="snr_label 'es/n0'"):
+        synth._true_snr_db(10, bad)
 
 
 def test_frames_have_unit_average_power():

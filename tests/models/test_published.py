@@ -105,16 +105,17 @@ def test_project_checkpoints_are_not_taken_for_published_ones():
 # ---------------------------------------------------------------- the published VGG10
 
 def _vgg10_frames() -> np.ndarray:
-    """The real 16QAM frame and synthetic frames of several classes, (N, 2, 1024) float32."""
+    """The real 16QAM frame and 30 synthetic frames of ten classes, (N, 2, 1024) float32."""
     from flows.synth import generate_frames
 
     z = np.load(REAL_FRAME)
     frames = [np.stack([z.real, z.imag])]
     rng = np.random.default_rng(7)
-    for name, snr in (("BPSK", 10), ("QPSK", 30), ("16QAM", 20), ("FM", 10), ("GMSK", 0),
-                      ("AM-DSB-WC", 30), ("64APSK", -4)):
-        f = generate_frames(name, snr, 1, rng)[0]
-        frames.append(np.stack([f.real, f.imag]))
+    for name in ("BPSK", "QPSK", "16QAM", "FM", "GMSK", "AM-DSB-WC", "64APSK", "OOK", "8PSK",
+                 "AM-SSB-SC"):
+        for snr in (-4, 10, 30):
+            f = generate_frames(name, snr, 1, rng)[0]
+            frames.append(np.stack([f.real, f.imag]))
     return np.stack(frames).astype(np.float32)
 
 
@@ -150,12 +151,17 @@ def test_published_vgg10_matches_the_2021_onnx_export():
                                for f in frames])
     with torch.no_grad():
         got = _published_vgg10()(torch.from_numpy(frames)[:, :, None, :]).numpy()
-    assert (got.argmax(1) == expected.argmax(1)).all()
-    # equal up to float summation order; a rare quantization-boundary flip moves a logit by
-    # one activation step times a weight, well below 0.1
+    # Equal up to float summation order, except where an activation sits on a quantization
+    # boundary and one side rounds it to the next step: that moves a few logits by a few
+    # activation steps times a weight (0.03-0.4 measured), and can flip the class only where
+    # the top two logits are that close.
     diff = np.abs(got - expected).max(axis=1)
-    assert (diff < 1e-3).sum() >= len(frames) - 1, diff
-    assert diff.max() < 0.1, diff
+    assert (diff < 1e-3).mean() >= 0.8, diff
+    assert diff.max() < 0.5, diff
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    flipped = got.argmax(1) != expected.argmax(1)
+    assert np.all(top2[flipped, 1] - top2[flipped, 0] < 2 * diff[flipped]), (flipped, diff)
+    assert got[0].argmax() == expected[0].argmax() == RML2018_CLASSES.index("16QAM")
 
 
 def test_published_vgg10_through_build_model_step(tmp_path):
