@@ -128,7 +128,7 @@ def _measured_snr_db(name, label, layout="rml2018"):
     return 10 * np.log10(signal.mean() / np.mean(np.abs(residual) ** 2))
 
 
-@pytest.mark.parametrize("name", ["16QAM", "FM", "GMSK", "AM-DSB-WC", "OOK"])
+@pytest.mark.parametrize("name", ["BPSK", "FM", "GMSK", "AM-DSB-WC", "32QAM"])
 def test_measured_snr_is_the_radioml_label_convention(name):
     """Label L -> true SNR 2 L - 3.01 dB (GNU Radio noise amplitude 10^(-L/10) per I/Q rail)."""
     for label in (-6, 0, 10, 30):
@@ -155,17 +155,25 @@ def test_a_true_snr_label_is_available(monkeypatch):
         synth._true_snr_db(10, bad)
 
 
-def test_frames_have_unit_average_power():
-    """Unit power, except the SSB classes: louder like the real SSB frames (frame_rms)."""
+def test_frame_level_is_the_class_level_at_high_snr_and_one_in_noise():
+    """rms r (the class's level, SSB louder like the real SSB frames) at +30 dB; where noise
+    dominates every class tends to rms 1, so the level does not give the class away."""
     for name in RML2018_CLASSES:
         lo, hi = synth.RML2018_MODULATIONS[name].frame_rms
-        for snr in (-20, 30):
-            y = synth.generate_frames(name, snr, 3, np.random.default_rng(1))
-            rms = np.sqrt(np.mean(np.abs(y) ** 2, axis=1))
-            if lo == hi:
-                np.testing.assert_allclose(rms, lo, rtol=1e-4)
-            else:
-                assert np.all((rms >= lo * (1 - 1e-4)) & (rms <= hi * (1 + 1e-4))), (name, rms)
+        y = synth.generate_frames(name, 30, 3, np.random.default_rng(1))
+        rms = np.sqrt(np.mean(np.abs(y) ** 2, axis=1))
+        assert np.all((rms >= lo * (1 - 1e-3)) & (rms <= hi * (1 + 1e-3))), (name, rms)
+        y = synth.generate_frames(name, -20, 64, np.random.default_rng(1))
+        rms = np.sqrt(np.mean(np.abs(y) ** 2))
+        assert abs(rms - 1) < 0.01, (name, rms)
+
+
+def test_the_noise_is_common_to_all_classes_at_a_label():
+    """Noise set by the label against a unit-power signal: a class of level r has its true SNR
+    20 log10 r higher (OOK: levels {0, 2} at mean amplitude 1, rms sqrt 2, +3 dB)."""
+    r = synth.RML2018_MODULATIONS["OOK"].frame_rms[0]
+    assert r == pytest.approx(math.sqrt(2), rel=1e-6)
+    assert abs(_measured_snr_db("OOK", 0) - (synth.true_snr_db(0) + 20 * math.log10(r))) < 1.0
 
 
 def test_ssb_frames_exceed_the_input_range_like_the_real_ones():
@@ -420,14 +428,14 @@ def test_linear_frame_level_follows_unit_mean_amplitude():
         assert lo == hi and 1.04 < lo < 1.09, name
     y = synth.generate_frames("4ASK", 30, 8, np.random.default_rng(3))
     np.testing.assert_allclose(np.sqrt(np.mean(np.abs(y) ** 2, axis=1)), math.sqrt(3.5) / 1.5,
-                               rtol=1e-4)
+                               rtol=1e-3)  # +30 dB: the noise is 57 dB down
     assert synth.RML2018_MODULATIONS["OQPSK"].frame_rms == (1.0, 1.0)
     assert synth.RML2018_MODULATIONS["GMSK"].frame_rms == (1.0, 1.0)
     # the table-defined constellations (cross QAMs, APSKs) stay at unit power
     for name in ("32QAM", "128QAM", "16APSK", "32APSK", "64APSK", "128APSK"):
         assert synth.RML2018_MODULATIONS[name].frame_rms == (1.0, 1.0)
         y = synth.generate_frames(name, 30, 8, np.random.default_rng(3))
-        np.testing.assert_allclose(np.mean(np.abs(y) ** 2, axis=1), 1.0, rtol=1e-4)
+        np.testing.assert_allclose(np.mean(np.abs(y) ** 2, axis=1), 1.0, rtol=1e-3)
 
 
 def test_clock_offset_is_small_like_the_real_frame():
