@@ -1223,7 +1223,9 @@ def write_rml2016(path, frames_per_cell: int, seed: int = 0,
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flows.synth",
-        description="Write a synthetic RadioML file (2018.01A HDF5 or 2016.10a pickle layout).")
+        description="Write a synthetic RadioML file (2018.01A HDF5 or 2016.10a pickle layout).",
+        epilog="SNR values are RadioML labels, as in the real files: label L is a true SNR "
+               "(per complex sample, full band) of 2 L - 3 dB for a unit-power class.")
     parser.add_argument("--out", required=True, type=Path, help="output file")
     parser.add_argument("--frames-per-cell", required=True, type=int,
                         help="frames per (class, SNR) cell (the real files: 4096 / 1000)")
