@@ -4,7 +4,8 @@ Each step is a plain chain of `hw.finn_flow` stages. Every step that changes the
 the whole network on the verification frames and compares it with the golden (Brevitas)
 logits (`_verify`): top-1 classes identical, logits within `cfg.verify_atol` for all but
 `cfg.verify_off_fraction` of the frames (quantization-boundary rounding), and every frame
-within `cfg.verify_atol + cfg.verify_rtol x` its largest |golden logit|. The result is
+within `cfg.verify_atol + cfg.verify_rtol x` its largest |golden logit| (the median frame's if
+larger). The result is
 appended to `OUT/report/verification.json`; a mismatch stops the build, names the step and the
 first diverging node, and leaves frames, logits and the model in `OUT/report/mismatch/`.
 

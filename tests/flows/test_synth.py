@@ -383,20 +383,34 @@ def test_amplitude_keyed_classes_use_a_transmit_rrc():
     assert synth.RML2018_MODULATIONS["16QAM"].pulse is None
 
 
-def test_ssb_carrier_levels():
+def _without_speech_levels(monkeypatch):
+    """Every frame at the recording's peak (the speech level model off)."""
+    lay = synth.LAYOUTS["rml2018"]
+    phys = dataclasses.replace(lay.physics, speech_activity=1.0,
+                               speech_level_db_range=(0.0, 0.0))
+    monkeypatch.setitem(synth.LAYOUTS, "rml2018", dataclasses.replace(lay, physics=phys))
+
+
+def test_ssb_carrier_levels(monkeypatch):
     """Real 2018 SSB-SC frames look carrier-dominated: the leaked SC carrier exceeds the
     sideband's envelope peak, so the envelope never reaches zero (noise-free baseband). SSB-WC is
-    full-carrier SSB (ITU-R H3E): carrier amplitude = sideband peak, peak envelope = 2 carrier."""
+    full-carrier SSB (ITU-R H3E): carrier amplitude = the sideband's peak over the recording, so
+    a frame's sideband peaks at most at the carrier, and at it when the frame is at the peak."""
     lo, hi = synth.RML2018_PHYSICS.ssb_residual_carrier_range
     assert 1 < lo < hi
     x = synth.baseband("AM-SSB-SC", 16, np.random.default_rng(4))
     env = np.abs(x)
     assert np.all(env.min(axis=1) > 0.05 * env.max(axis=1))
     assert synth.RML2018_PHYSICS.ssb_sideband_range == (1.0, 1.0)
-    x = synth.baseband("AM-SSB-WC", 16, np.random.default_rng(4), length=4096)
-    carrier = np.abs(x.mean(axis=1))  # the message has no DC
-    np.testing.assert_allclose(np.abs(x - x.mean(axis=1, keepdims=True)).max(axis=1), carrier,
-                               rtol=0.02)
+
+    def sideband_peak_over_carrier():
+        x = synth.baseband("AM-SSB-WC", 16, np.random.default_rng(4), length=4096)
+        carrier = np.abs(x.mean(axis=1))  # the message has no DC
+        return np.abs(x - x.mean(axis=1, keepdims=True)).max(axis=1) / carrier
+
+    assert np.all(sideband_peak_over_carrier() < 1.02)
+    _without_speech_levels(monkeypatch)
+    np.testing.assert_allclose(sideband_peak_over_carrier(), 1.0, rtol=0.02)
     assert synth.RML2016_PHYSICS.ssb_residual_carrier_range == (0.0, 0.0)  # 2016: a true SC
 
 
@@ -531,3 +545,35 @@ def test_128apsk_is_the_dvbs2x_constellation():
     gaps = np.abs(points[:, None] - points[None, :]) / np.abs(points).min()
     gaps[np.eye(len(points), dtype=bool)] = np.inf
     assert gaps.min() > 0.3
+
+
+def test_speech_level_per_frame_has_pauses_and_a_level_spread():
+    """A frame is a 10 ms window of a recording: 40 % in pauses at -40 dB, the rest at
+    U(-20, 0) dB of the recording's peak; the same for both layouts."""
+    phys = synth.RML2018_PHYSICS
+    assert (phys.speech_activity, phys.speech_level_db_range, phys.speech_pause_db) == \
+        (0.6, (-20.0, 0.0), -40.0)
+    assert synth.RML2016_PHYSICS.speech_activity == phys.speech_activity
+    level_db = 20 * np.log10(synth._speech_level(20000, np.random.default_rng(3), phys))
+    pauses = np.isclose(level_db, -40.0, atol=1e-3)
+    assert abs(pauses.mean() - 0.4) < 0.02
+    active = level_db[~pauses]
+    assert active.min() >= -20.0 - 1e-3 and active.max() <= 1e-3
+    assert abs(np.median(active) + 10) < 0.5
+
+
+def test_am_frames_in_pauses_are_a_nearly_bare_carrier(monkeypatch):
+    """AM-DSB-WC, noise-free: about 40 % of frames carry the message at -40 dB, so all but
+    1e-4 of their power is the carrier line cos(2 pi f_IF n + phase); with the level model off
+    every frame is modulated to its index (>= 0.3)."""
+    def off_carrier_share():
+        x = synth.baseband("AM-DSB-WC", 400, np.random.default_rng(6), length=1024).real
+        n = np.arange(1024)
+        f_if = synth.RML2018_PHYSICS.am_if_cycles_per_sample
+        carrier = np.stack([np.cos(2 * np.pi * f_if * n), np.sin(2 * np.pi * f_if * n)], 1)
+        fit, *_ = np.linalg.lstsq(carrier, x.T, rcond=None)
+        return np.mean((x.T - carrier @ fit) ** 2, axis=0) / np.mean(x ** 2, axis=1)
+
+    assert 0.3 < np.mean(off_carrier_share() < 1e-4) < 0.5
+    _without_speech_levels(monkeypatch)
+    assert np.mean(off_carrier_share() < 1e-4) == 0

@@ -69,8 +69,30 @@ def test_verify_bounds_every_frame_relative_to_its_logits():
     check = verify("s", _identity_model(), frames, reference, max_off_fraction=0.1, rtol=0.01)
     assert check.frames_within_relative(1e-4, 0.01) == 12
     reference[3] = frames[3] + 0.05 * scale * np.sign(frames[3])  # 5 %: a wrong scale, not a flip
-    with pytest.raises(ToolchainError, match="11/12 within 0.0001 \+ 0.01 x max"):
+    with pytest.raises(ToolchainError, match=r"11/12 within 0.0001 \+ 0.01 x max"):
         verify("s", _identity_model(), frames, reference, max_off_fraction=0.1, rtol=0.01)
+
+
+def test_a_frame_with_small_logits_gets_the_models_typical_bound():
+    """A rounding flip moves logits by an absolute amount: on a frame whose logits are all
+    small (the published VGG10 unsure of a frame: largest 0.5 against a median of 40), 0.026
+    is 5 % of the frame's own scale but 0.07 % of the model's."""
+    import numpy as np
+
+    from hw.finn_flow import verify
+
+    rng = np.random.default_rng(2)
+    frames = (40 * rng.normal(size=(8, 24))).astype(np.float32)
+    frames[5] *= 0.3 / np.abs(frames[5]).max()  # an unsure frame: largest |logit| 0.5,
+    frames[5, frames[5].argmax()] = 0.5  # its top-1 class
+    reference = frames.copy()
+    reference[5, frames[5].argmin()] += 0.026  # a flip, away from the top-1 class
+    check = verify("s", _identity_model(24), frames, reference, max_off_fraction=0.5,
+                   rtol=0.05)
+    assert check.frames_within_relative(1e-4, 0.05) == 8
+    reference[2] = frames[2] * 1.2  # a wrong scale on a confident frame still fails
+    with pytest.raises(ToolchainError, match=r"7/8 within 0.0001 \+ 0.05 x max"):
+        verify("s", _identity_model(24), frames, reference, max_off_fraction=0.5, rtol=0.05)
 
 
 def test_a_tie_between_two_classes_is_not_a_class_change():
