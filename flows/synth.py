@@ -903,8 +903,8 @@ def _message(n: int, lg: int, rng: np.random.Generator, phys: Physics,
 @_modulator("dsb")
 def _mod_dsb(mod, n, lg, rng, phys, echoes):
     """AM-DSB: 1 + mu m (with carrier) or c + m (suppressed carrier, leaked carrier c, 0 for a
-    true SC); m real, peak <= 1 (the recording's peak); optionally on a real IF carrier cos(2 pi f_IF n + phase), still a
-    real signal (twin spectra at +-f_IF)."""
+    true SC); m real, peak <= 1 (the recording's peak); optionally on a real IF carrier
+    cos(2 pi f_IF n + phase), still a real signal (twin spectra at +-f_IF)."""
     index = rng.uniform(*phys.am_index_range, (n, 1)).astype(np.float32)
     message = _message(n, lg, rng, phys, real=True)
     if mod.carrier:
